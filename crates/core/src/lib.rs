@@ -1,0 +1,23 @@
+#![doc = include_str!("../README.md")]
+
+pub mod body;
+pub mod classify;
+pub mod clock;
+pub mod edge;
+pub mod error;
+pub mod facts;
+pub mod headers;
+pub mod openai;
+pub mod pricing;
+pub mod tap;
+pub mod tenant;
+
+pub use body::{Body, BoxError};
+pub use classify::{Verdict, classify_error, classify_report, classify_status};
+pub use clock::{Clock, TokioClock};
+pub use edge::{BoxChatService, Edge, EdgeConfig, EdgeLayer, chat_request, ensure_chat_request};
+pub use error::{Error, ErrorKind, ErrorSource, error_response};
+pub use facts::{Completion, CompletionReport, Outcome, ResponseFacts, Target};
+pub use openai::{ChatRequest, RequestError, Usage};
+pub use pricing::{MicroUsd, Price};
+pub use tenant::{Tenant, VirtualKeys};

@@ -1,0 +1,142 @@
+//! Caller identity: the [`Tenant`] request extension and virtual keys.
+
+use std::sync::Arc;
+
+use http::HeaderValue;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::Error;
+
+/// Who is calling: a request extension set by authentication, read by limits, budgets and the
+/// cache (which isolates entries per tenant).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Tenant(Arc<str>);
+
+impl Tenant {
+    /// A tenant with this id.
+    pub fn new(id: impl Into<Arc<str>>) -> Self {
+        Self(id.into())
+    }
+    /// The tenant id (safe to log and to use as a metric label).
+    pub fn id(&self) -> &str {
+        &self.0
+    }
+    /// The single tenant of open development mode.
+    pub fn anonymous() -> Self {
+        Self::new("default")
+    }
+}
+
+/// Virtual keys: each maps to a tenant. Only SHA-256 digests are held, and a presented key is
+/// compared against every digest in constant time.
+#[derive(Clone, Default)]
+pub struct VirtualKeys {
+    keys: Arc<[([u8; 32], Tenant)]>,
+}
+
+impl std::fmt::Debug for VirtualKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VirtualKeys")
+            .field("count", &self.keys.len())
+            .finish()
+    }
+}
+
+/// Why a key digest could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("expected a SHA-256 digest as 64 hex characters")]
+pub struct BadDigest;
+
+impl VirtualKeys {
+    /// No keys: open development mode.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Builds from `(sha256 hex digest, tenant)` pairs.
+    pub fn from_digests<'a>(
+        entries: impl IntoIterator<Item = (&'a str, Tenant)>,
+    ) -> Result<Self, BadDigest> {
+        let mut keys = Vec::new();
+        for (hex_digest, tenant) in entries {
+            let mut d = [0u8; 32];
+            hex::decode_to_slice(hex_digest.trim(), &mut d).map_err(|_| BadDigest)?;
+            keys.push((d, tenant));
+        }
+        Ok(Self { keys: keys.into() })
+    }
+
+    /// The hex SHA-256 digest of a key, as stored in config.
+    pub fn digest(key: &str) -> String {
+        hex::encode(Sha256::digest(key.as_bytes()))
+    }
+
+    /// Whether keys are configured (else: open development mode).
+    pub fn is_enabled(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// How many keys are configured.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether no keys are configured.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The tenant for an `Authorization` header. In development mode (no keys) every caller is
+    /// [`Tenant::anonymous`]. Errors never echo the key.
+    pub fn authenticate(&self, authorization: Option<&HeaderValue>) -> Result<Tenant, Error> {
+        if self.keys.is_empty() {
+            return Ok(Tenant::anonymous());
+        }
+        let presented = authorization
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| Error::invalid_api_key(true))?;
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        // Compare against every key, without stopping early.
+        let mut found: Option<&Tenant> = None;
+        for (d, tenant) in self.keys.iter() {
+            if bool::from(d.ct_eq(&digest)) {
+                found = Some(tenant);
+            }
+        }
+        found.cloned().ok_or_else(|| Error::invalid_api_key(false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_map_to_tenants() {
+        let d = VirtualKeys::digest("sk-acme");
+        let keys = VirtualKeys::from_digests([(d.as_str(), Tenant::new("acme"))]).unwrap();
+        let ok = keys
+            .authenticate(Some(&HeaderValue::from_static("Bearer sk-acme")))
+            .unwrap();
+        assert_eq!(ok.id(), "acme");
+        let bad = keys
+            .authenticate(Some(&HeaderValue::from_static("Bearer sk-nope")))
+            .unwrap_err();
+        assert_eq!(bad.status(), 401);
+        assert!(!bad.message().contains("sk-nope"));
+        assert!(keys.authenticate(None).is_err());
+        assert!(VirtualKeys::from_digests([("zz", Tenant::new("x"))]).is_err());
+        assert_eq!(
+            VirtualKeys::none().authenticate(None).unwrap(),
+            Tenant::anonymous()
+        );
+    }
+}
