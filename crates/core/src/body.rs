@@ -93,7 +93,24 @@ impl Body {
                     Ok(b)
                 }
             }
-            Inner::Stream(s) => collect_limited(s, limit).await,
+            Inner::Stream(mut s) => {
+                // A plain loop rather than `Limited`: keeps this future free of generic
+                // `Into<BoxError>` bounds, which trip rustc's `Send` inference in callers.
+                if http_body::Body::size_hint(&s).lower() > limit as u64 {
+                    return Err(CollectError::TooLarge { limit });
+                }
+                let mut buf = bytes::BytesMut::new();
+                while let Some(frame) = s.frame().await {
+                    let frame = frame.map_err(CollectError::Read)?;
+                    if let Ok(data) = frame.into_data() {
+                        if buf.len() + data.len() > limit {
+                            return Err(CollectError::TooLarge { limit });
+                        }
+                        buf.extend_from_slice(&data);
+                    }
+                }
+                Ok(buf.freeze())
+            }
         }
     }
 }
@@ -226,7 +243,8 @@ mod tests {
         ));
         // A stream without a known length (like chunked encoding).
         let chunks = futures_util::stream::iter(
-            (0..10).map(|_| Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b"0123456789")))),
+            (0..10)
+                .map(|_| Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b"0123456789")))),
         );
         let b = Body::new(StreamBody::new(chunks));
         assert!(b.as_bytes().is_none());

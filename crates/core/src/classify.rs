@@ -59,8 +59,12 @@ pub fn classify_status(status: StatusCode, headers: &HeaderMap) -> Verdict {
 pub fn classify_error(err: &BoxError) -> Verdict {
     if let Some(e) = find_error(err) {
         return match e.kind() {
-            ErrorKind::UpstreamConnect | ErrorKind::UpstreamTimeout => Verdict::Failure,
-            ErrorKind::UpstreamStatus { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => {
+            ErrorKind::UpstreamConnect | ErrorKind::UpstreamTimeout | ErrorKind::UpstreamBroken => {
+                Verdict::Failure
+            }
+            ErrorKind::UpstreamStatus { status, .. }
+                if *status == StatusCode::TOO_MANY_REQUESTS =>
+            {
                 Verdict::RateLimited {
                     retry_after: e.retry_after(),
                 }

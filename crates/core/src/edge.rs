@@ -20,7 +20,7 @@ use tower::util::BoxCloneSyncService;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::body::{Body, BoxError, CollectError, collect_limited};
+use crate::body::{Body, BoxError, CollectError};
 use crate::error::{Error, ErrorKind, error_response};
 use crate::openai::ChatRequest;
 
@@ -83,14 +83,10 @@ impl<S> Edge<S> {
 }
 
 /// Reads and parses a chat request body under `config`'s limits.
-pub async fn read_chat_request<B>(body: B, config: EdgeConfig) -> Result<ChatRequest, Error>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
+pub async fn read_chat_request(body: Body, config: EdgeConfig) -> Result<ChatRequest, Error> {
     let bytes = match tokio::time::timeout(
         config.body_timeout,
-        collect_limited(body, config.max_body_bytes),
+        body.collect_limited(config.max_body_bytes),
     )
     .await
     {
@@ -99,10 +95,11 @@ where
             return Err(too_large(limit));
         }
         Ok(Err(CollectError::Read(e))) => {
-            return Err(
-                Error::invalid_request("invalid_body", "The request body could not be read.")
-                    .with_cause(e),
-            );
+            return Err(Error::invalid_request(
+                "invalid_body",
+                "The request body could not be read.",
+            )
+            .with_cause(e));
         }
         Err(_) => {
             return Err(Error::new(
@@ -141,7 +138,10 @@ pub async fn ensure_chat_request(
     let (mut parts, body) = req.into_parts();
     let chat = Arc::new(read_chat_request(body, config).await?);
     parts.extensions.insert(chat.clone());
-    Ok((Request::from_parts(parts, Body::from_bytes(chat.raw().clone())), chat))
+    Ok((
+        Request::from_parts(parts, Body::from_bytes(chat.raw().clone())),
+        chat,
+    ))
 }
 
 impl<S, B> Service<Request<B>> for Edge<S>
@@ -175,7 +175,7 @@ where
             if declared.is_some_and(|n| n > config.max_body_bytes as u64) {
                 return Ok(too_large(config.max_body_bytes).to_response());
             }
-            let chat = match read_chat_request(body, config).await {
+            let chat = match read_chat_request(Body::new(body), config).await {
                 Ok(c) => Arc::new(c),
                 Err(e) => return Ok(e.to_response()),
             };
@@ -246,9 +246,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn slow_body_is_a_408() {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, BoxError>>(1);
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|f| (f, rx))
-        });
+        let stream =
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|f| (f, rx)) },
+            );
         let body = http_body_util::StreamBody::new(stream);
         let mut edge = Edge::new(echo_model(), EdgeConfig::default());
         let req = Request::post("/").body(body).unwrap();
@@ -260,9 +262,13 @@ mod tests {
     #[tokio::test]
     async fn ensure_parses_when_missing() {
         let req = Request::post("/")
-            .body(Body::from(r#"{"model":"a","messages":[{"role":"user","content":"x"}]}"#))
+            .body(Body::from(
+                r#"{"model":"a","messages":[{"role":"user","content":"x"}]}"#,
+            ))
             .unwrap();
-        let (req, chat) = ensure_chat_request(req, EdgeConfig::default()).await.unwrap();
+        let (req, chat) = ensure_chat_request(req, EdgeConfig::default())
+            .await
+            .unwrap();
         assert_eq!(chat.model(), "a");
         assert!(chat_request(&req).is_some());
         assert_eq!(req.body().as_bytes().unwrap(), chat.raw().as_ref());

@@ -85,6 +85,8 @@ pub enum ErrorKind {
     UpstreamConnect,
     /// The upstream did not answer in time (504, `upstream_timeout`).
     UpstreamTimeout,
+    /// The upstream's answer broke before any content reached the client (502, `upstream_error`).
+    UpstreamBroken,
     /// The upstream answered with an error status (its status; code sanitised).
     UpstreamStatus {
         /// The upstream's status.
@@ -108,7 +110,10 @@ pub enum ErrorKind {
 /// A typed gateway error. Created where the decision is made; mapped to a response by
 /// [`Error::to_response`] / [`error_response`].
 #[derive(Debug)]
-pub struct Error {
+pub struct Error(Box<Inner>);
+
+#[derive(Debug)]
+struct Inner {
     kind: ErrorKind,
     message: String,
     param: Option<String>,
@@ -119,13 +124,14 @@ pub struct Error {
 
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(&self.0.message)
     }
 }
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.cause
+        self.0
+            .cause
             .as_deref()
             .map(|e| e as &(dyn std::error::Error + 'static))
     }
@@ -134,14 +140,14 @@ impl std::error::Error for Error {
 impl Error {
     /// An error of `kind` with a client-facing `message`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self {
+        Self(Box::new(Inner {
             kind,
             message: message.into(),
             param: None,
             retry_after: None,
             headers: HeaderMap::new(),
             cause: None,
-        }
+        }))
     }
 
     /// A 400 with the given OpenAI code.
@@ -216,47 +222,47 @@ impl Error {
 
     /// The parameter at fault.
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
-        self.param = Some(param.into());
+        self.0.param = Some(param.into());
         self
     }
     /// When the client may retry (sent as `Retry-After`, whole seconds rounded up).
     pub fn with_retry_after(mut self, after: Duration) -> Self {
-        self.retry_after = Some(after);
+        self.0.retry_after = Some(after);
         self
     }
     /// An extra response header (e.g. `x-ratelimit-*`).
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.headers.append(name, value);
+        self.0.headers.append(name, value);
         self
     }
     /// The underlying cause (logged, not shown).
     pub fn with_cause(mut self, cause: impl Into<BoxError>) -> Self {
-        self.cause = Some(cause.into());
+        self.0.cause = Some(cause.into());
         self
     }
 
     /// What went wrong.
     pub fn kind(&self) -> &ErrorKind {
-        &self.kind
+        &self.0.kind
     }
     /// The client-facing message.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
     /// `Retry-After`, when set.
     pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
+        self.0.retry_after
     }
     /// Extra headers.
     pub fn headers(&self) -> &HeaderMap {
-        &self.headers
+        &self.0.headers
     }
 
     /// Whether this is a refusal made by the gateway before any upstream call (rate limit,
     /// open breaker, budget, store down): a fallback skips such a candidate at no cost.
     pub fn is_refusal(&self) -> bool {
         matches!(
-            self.kind,
+            self.0.kind,
             ErrorKind::RateLimited { .. }
                 | ErrorKind::CircuitOpen { .. }
                 | ErrorKind::BudgetExceeded { .. }
@@ -266,7 +272,7 @@ impl Error {
 
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
-        match &self.kind {
+        match &self.0.kind {
             ErrorKind::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             ErrorKind::ModelNotFound => StatusCode::NOT_FOUND,
             ErrorKind::InvalidApiKey => StatusCode::UNAUTHORIZED,
@@ -277,7 +283,7 @@ impl Error {
             ErrorKind::CircuitOpen { .. } | ErrorKind::StoreUnavailable { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ErrorKind::UpstreamConnect => StatusCode::BAD_GATEWAY,
+            ErrorKind::UpstreamConnect | ErrorKind::UpstreamBroken => StatusCode::BAD_GATEWAY,
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::UpstreamStatus { status, .. } => *status,
             ErrorKind::AllCandidatesFailed { status, .. } => *status,
@@ -287,7 +293,7 @@ impl Error {
 
     /// The OpenAI `error.type`.
     pub fn error_type(&self) -> Cow<'_, str> {
-        let s = match &self.kind {
+        let s = match &self.0.kind {
             ErrorKind::InvalidRequest { .. }
             | ErrorKind::ModelNotFound
             | ErrorKind::InvalidApiKey
@@ -308,7 +314,7 @@ impl Error {
 
     /// The OpenAI `error.code`.
     pub fn code(&self) -> Option<Cow<'_, str>> {
-        let s = match &self.kind {
+        let s = match &self.0.kind {
             ErrorKind::InvalidRequest { code } => return Some(Cow::Borrowed(code)),
             ErrorKind::ModelNotFound => "model_not_found",
             ErrorKind::InvalidApiKey => "invalid_api_key",
@@ -318,10 +324,15 @@ impl Error {
             ErrorKind::BudgetExceeded { .. } => "budget_exceeded",
             ErrorKind::CircuitOpen { .. } => "upstream_unavailable",
             ErrorKind::StoreUnavailable { .. } => "state_store_unavailable",
-            ErrorKind::UpstreamConnect | ErrorKind::AllCandidatesFailed { .. } => "upstream_error",
+            ErrorKind::UpstreamConnect
+            | ErrorKind::UpstreamBroken
+            | ErrorKind::AllCandidatesFailed { .. } => "upstream_error",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
             ErrorKind::UpstreamStatus { code, .. } => {
-                return Some(code.as_deref().map_or(Cow::Borrowed("upstream_error"), Cow::Borrowed));
+                return Some(
+                    code.as_deref()
+                        .map_or(Cow::Borrowed("upstream_error"), Cow::Borrowed),
+                );
             }
             ErrorKind::Internal => "internal_error",
         };
@@ -330,13 +341,14 @@ impl Error {
 
     /// Which part of the gateway produced it.
     pub fn source_tag(&self) -> ErrorSource {
-        match &self.kind {
+        match &self.0.kind {
             ErrorKind::RateLimited { .. } => ErrorSource::RateLimit,
             ErrorKind::CircuitOpen { .. } => ErrorSource::CircuitBreaker,
             ErrorKind::BudgetExceeded { .. } => ErrorSource::Budget,
             ErrorKind::StoreUnavailable { source } => *source,
             ErrorKind::UpstreamConnect
             | ErrorKind::UpstreamTimeout
+            | ErrorKind::UpstreamBroken
             | ErrorKind::UpstreamStatus { .. }
             | ErrorKind::AllCandidatesFailed { .. } => ErrorSource::Upstream,
             _ => ErrorSource::Gateway,
@@ -347,9 +359,9 @@ impl Error {
     pub fn body(&self) -> ErrorBody {
         ErrorBody {
             error: ErrorObject {
-                message: self.message.clone(),
+                message: self.0.message.clone(),
                 kind: self.error_type().into_owned(),
-                param: self.param.clone(),
+                param: self.0.param.clone(),
                 code: self.code().map(Cow::into_owned),
             },
         }
@@ -368,10 +380,13 @@ impl Error {
             X_RAMPART_ERROR_SOURCE,
             HeaderValue::from_static(self.source_tag().as_str()),
         );
-        if let Some(after) = self.retry_after {
-            h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(after)));
+        if let Some(after) = self.0.retry_after {
+            h.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs(after)),
+            );
         }
-        for (name, value) in &self.headers {
+        for (name, value) in &self.0.headers {
             h.append(name.clone(), value.clone());
         }
         resp
@@ -399,7 +414,7 @@ impl From<RequestError> for Error {
     fn from(e: RequestError) -> Self {
         let param = e.param().map(str::to_owned);
         let mut err = Error::invalid_request(e.code(), e.to_string());
-        err.param = param;
+        err.0.param = param;
         err
     }
 }
@@ -421,8 +436,8 @@ pub fn find_error(err: &BoxError) -> Option<&Error> {
 /// 500 whose details go to the log, never to the client.
 pub fn error_response(err: &BoxError) -> Response<Body> {
     if let Some(e) = find_error(err) {
-        if matches!(e.kind, ErrorKind::Internal) {
-            tracing::error!(error = ?e.cause, "internal error");
+        if matches!(e.0.kind, ErrorKind::Internal) {
+            tracing::error!(error = ?e.0.cause, "internal error");
         }
         return e.to_response();
     }
@@ -445,13 +460,17 @@ mod tests {
 
     #[tokio::test]
     async fn rate_limit_maps_to_429_with_retry_after() {
-        let e: BoxError =
-            Error::rate_limited("tokens", "tenant", "Too many tokens", Duration::from_millis(1200))
-                .with_header(
-                    HeaderName::from_static("x-ratelimit-remaining-tokens"),
-                    HeaderValue::from(0),
-                )
-                .into();
+        let e: BoxError = Error::rate_limited(
+            "tokens",
+            "tenant",
+            "Too many tokens",
+            Duration::from_millis(1200),
+        )
+        .with_header(
+            HeaderName::from_static("x-ratelimit-remaining-tokens"),
+            HeaderValue::from(0),
+        )
+        .into();
         let resp = error_response(&e);
         assert_eq!(resp.status(), 429);
         assert_eq!(resp.headers()["retry-after"], "2");

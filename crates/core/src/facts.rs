@@ -90,7 +90,9 @@ impl CompletionReport {
     /// A complete answer (cacheable shape): clean end with a finish reason, and `[DONE]` for
     /// streams.
     pub fn is_complete_answer(&self, stream: bool) -> bool {
-        self.outcome == Outcome::Complete && self.finish_reason.is_some() && (!stream || self.saw_done)
+        self.outcome == Outcome::Complete
+            && self.finish_reason.is_some()
+            && (!stream || self.saw_done)
     }
 }
 
@@ -153,7 +155,10 @@ impl Completion {
     fn lock(&self) -> MutexGuard<'_, State> {
         // Callbacks run outside the lock, so a poisoned lock only means a panic elsewhere;
         // the state itself is always consistent.
-        self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs `f` when the body ends (at once if it already has). Callbacks run inline on the

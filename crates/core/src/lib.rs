@@ -3,6 +3,7 @@
 pub mod body;
 pub mod classify;
 pub mod clock;
+pub mod commit;
 pub mod edge;
 pub mod error;
 pub mod facts;
@@ -20,4 +21,4 @@ pub use error::{Error, ErrorKind, ErrorSource, error_response};
 pub use facts::{Completion, CompletionReport, Outcome, ResponseFacts, Target};
 pub use openai::{ChatRequest, RequestError, Usage};
 pub use pricing::{MicroUsd, Price};
-pub use tenant::{Tenant, VirtualKeys};
+pub use tenant::{AuthLayer, Tenant, VirtualKeys};

@@ -450,7 +450,11 @@ impl ChatRequest {
         let value = Bytes::from(serde_json::to_vec(&opts).unwrap_or_default());
         let mut next = self.clone();
         next.stream_options = Some(opts);
-        match next.members.iter_mut().find(|(k, _)| &**k == "stream_options") {
+        match next
+            .members
+            .iter_mut()
+            .find(|(k, _)| &**k == "stream_options")
+        {
             Some((_, v)) => *v = value,
             None => next.members.push((Box::from("stream_options"), value)),
         }
@@ -495,11 +499,7 @@ impl ChatRequest {
     /// Cheap (no typing of messages); layers that need exact counts use a tokenizer.
     pub fn estimate_prompt_tokens(&self) -> u64 {
         let raw = self.messages_raw();
-        let messages = self
-            .messages()
-            .map(|m| m.len() as u64)
-            .unwrap_or(1)
-            .max(1);
+        let messages = self.messages().map(|m| m.len() as u64).unwrap_or(1).max(1);
         (raw.len() as u64).div_ceil(4) + 4 * messages + 3
     }
 }
@@ -724,7 +724,11 @@ impl ChunkChoice {
     pub fn is_content_bearing(&self) -> bool {
         self.delta.content.as_deref().is_some_and(|c| !c.is_empty())
             || self.delta.refusal.as_deref().is_some_and(|c| !c.is_empty())
-            || self.delta.tool_calls.as_ref().is_some_and(|t| !t.is_empty())
+            || self
+                .delta
+                .tool_calls
+                .as_ref()
+                .is_some_and(|t| !t.is_empty())
             || self.finish_reason.is_some()
     }
 }
@@ -800,8 +804,10 @@ mod tests {
 
     #[test]
     fn rewrite_keeps_unknown_members_and_order() {
-        let r = parse(r#"{"model":"a","messages":[{"role":"user","content":"x"}],"zz":1,"stream":true}"#)
-            .unwrap();
+        let r = parse(
+            r#"{"model":"a","messages":[{"role":"user","content":"x"}],"zz":1,"stream":true}"#,
+        )
+        .unwrap();
         let r2 = r.with_model("b\"q").with_stream_usage();
         let v: Value = serde_json::from_slice(&r2.to_bytes()).unwrap();
         assert_eq!(v["model"], "b\"q");
@@ -809,7 +815,10 @@ mod tests {
         assert_eq!(v["stream_options"]["include_usage"], true);
         assert_eq!(v["messages"][0]["content"], "x");
         let keys: Vec<&str> = r2.members().map(|(k, _)| k).collect();
-        assert_eq!(keys, ["model", "messages", "zz", "stream", "stream_options"]);
+        assert_eq!(
+            keys,
+            ["model", "messages", "zz", "stream", "stream_options"]
+        );
     }
 
     #[test]
@@ -824,7 +833,8 @@ mod tests {
             parse(r#"{"model":"m"}"#).unwrap_err(),
             RequestError::MissingField("messages")
         );
-        let e = parse(r#"{"model":"m","messages":[{"role":"user"}],"max_tokens":"x"}"#).unwrap_err();
+        let e =
+            parse(r#"{"model":"m","messages":[{"role":"user"}],"max_tokens":"x"}"#).unwrap_err();
         assert_eq!(e.param(), Some("max_tokens"));
         let e = parse(r#"{"model":5,"messages":[]}"#).unwrap_err();
         assert_eq!(e.param(), Some("model"));

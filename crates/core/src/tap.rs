@@ -528,7 +528,11 @@ mod tests {
     #[tokio::test]
     async fn complete_stream_with_usage_forwarded_untouched() {
         let c = Completion::new();
-        let body = tap_body(stream_of(vec![CHUNK, LAST, USAGE, DONE]), c.clone(), opts(false));
+        let body = tap_body(
+            stream_of(vec![CHUNK, LAST, USAGE, DONE]),
+            c.clone(),
+            opts(false),
+        );
         let out = body.collect().await.unwrap().to_bytes();
         assert_eq!(out, [CHUNK, LAST, USAGE, DONE].concat());
         let r = c.report().unwrap();
@@ -547,7 +551,11 @@ mod tests {
         let u1: &'static str = Box::leak(u1.to_owned().into_boxed_str());
         let u2: &'static str = Box::leak(u2.to_owned().into_boxed_str());
         let u3: &'static str = Box::leak(u3.to_owned().into_boxed_str());
-        let body = tap_body(stream_of(vec![CHUNK, LAST, u1, u2, u3, DONE]), c.clone(), opts(true));
+        let body = tap_body(
+            stream_of(vec![CHUNK, LAST, u1, u2, u3, DONE]),
+            c.clone(),
+            opts(true),
+        );
         let out = body.collect().await.unwrap().to_bytes();
         assert_eq!(out, [CHUNK, LAST, DONE].concat());
         let r = c.report().unwrap();
@@ -564,7 +572,10 @@ mod tests {
 
         let c = Completion::new();
         let body = tap_body(
-            stream_of(vec![CHUNK, "data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n"]),
+            stream_of(vec![
+                CHUNK,
+                "data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n",
+            ]),
             c.clone(),
             opts(false),
         );
@@ -588,7 +599,10 @@ mod tests {
         ]);
         let body = tap_body(Body::new(StreamBody::new(frames)), c.clone(), opts(false));
         assert!(body.collect().await.is_err());
-        assert!(matches!(c.report().unwrap().outcome, Outcome::UpstreamError(_)));
+        assert!(matches!(
+            c.report().unwrap().outcome,
+            Outcome::UpstreamError(_)
+        ));
     }
 
     #[tokio::test]

@@ -115,6 +115,69 @@ impl VirtualKeys {
     }
 }
 
+/// Authenticates each request with [`VirtualKeys`], sets the [`Tenant`] extension and removes the
+/// client's `Authorization` header; refuses with 401 (`invalid_api_key`).
+#[derive(Debug, Clone, Default)]
+pub struct AuthLayer {
+    keys: VirtualKeys,
+}
+
+impl AuthLayer {
+    /// Authenticates with `keys` (none: development mode, every caller is the anonymous tenant).
+    pub fn new(keys: VirtualKeys) -> Self {
+        Self { keys }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+    fn layer(&self, inner: S) -> Auth<S> {
+        Auth {
+            inner,
+            keys: self.keys.clone(),
+        }
+    }
+}
+
+/// The service of [`AuthLayer`].
+#[derive(Debug, Clone)]
+pub struct Auth<S> {
+    inner: S,
+    keys: VirtualKeys,
+}
+
+impl<S, B> tower_service::Service<http::Request<B>> for Auth<S>
+where
+    S: tower_service::Service<http::Request<B>>,
+    S::Error: Into<crate::BoxError>,
+{
+    type Response = S::Response;
+    type Error = crate::BoxError;
+    type Future = futures_util::future::Either<
+        std::future::Ready<Result<S::Response, crate::BoxError>>,
+        futures_util::future::ErrInto<S::Future, crate::BoxError>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        use futures_util::TryFutureExt;
+        let auth = req.headers_mut().remove(http::header::AUTHORIZATION);
+        match self.keys.authenticate(auth.as_ref()) {
+            Ok(tenant) => {
+                req.extensions_mut().insert(tenant);
+                futures_util::future::Either::Right(self.inner.call(req).err_into())
+            }
+            Err(e) => futures_util::future::Either::Left(std::future::ready(Err(e.into()))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,1 +1,18 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+
+pub use rampart_core as core;
+pub use rampart_core::{
+    AuthLayer, Body, BoxChatService, BoxError, ChatRequest, Completion, CompletionReport, Edge,
+    EdgeConfig, EdgeLayer, Error, ErrorKind, ErrorSource, Outcome, ResponseFacts, Target, Tenant,
+    Verdict, VirtualKeys,
+};
+
+/// The upstream service (feature `upstream`, on by default).
+#[cfg(feature = "upstream")]
+pub use rampart_upstream as upstream;
+#[cfg(feature = "upstream")]
+pub use rampart_upstream::Upstream;
+
+/// The simulated provider (feature `mock`).
+#[cfg(feature = "mock")]
+pub use rampart_mock as mock;

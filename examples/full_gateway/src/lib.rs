@@ -1,1 +1,167 @@
-//! placeholder
+//! `full_gateway`: an OpenAI-compatible LLM gateway assembled from Rampart's layers.
+//!
+//! Run it with `cargo run --release --example full_gateway` (embedded defaults: simulated
+//! providers in-process, no keys, no network) or `-- --config gateway.toml`.
+
+pub mod app;
+pub mod config;
+pub mod server;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub use app::{Gateway, build, build_with_secrets};
+pub use config::GatewayConfig;
+
+const USAGE: &str = "\
+full_gateway — an OpenAI-compatible LLM gateway built from Rampart's layers
+
+USAGE:
+    full_gateway [--config FILE] [--listen ADDR]
+    full_gateway --hash-key KEY
+
+OPTIONS:
+    --config FILE     TOML configuration (default: embedded defaults with simulated providers)
+    --listen ADDR     listen address (default: server.listen, 127.0.0.1:8080)
+    --hash-key KEY    print the SHA-256 of a virtual key, for [[virtual_keys]] key_sha256
+    --help            this text
+
+Logging: RUST_LOG (default \"info\").";
+
+struct Args {
+    config: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+}
+
+fn parse_args() -> Result<Option<Args>, String> {
+    let mut args = std::env::args().skip(1);
+    let mut out = Args {
+        config: None,
+        listen: None,
+    };
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--config" | "-c" => {
+                out.config = Some(args.next().ok_or("--config needs a file")?.into());
+            }
+            "--listen" | "-l" => {
+                let v = args.next().ok_or("--listen needs an address")?;
+                out.listen = Some(v.parse().map_err(|_| {
+                    format!("--listen: '{v}' is not an address like 127.0.0.1:8080")
+                })?);
+            }
+            "--hash-key" => {
+                let key = args.next().ok_or("--hash-key needs a key")?;
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "{}",
+                    rampart_core::VirtualKeys::digest(&key)
+                );
+                return Ok(None);
+            }
+            "--help" | "-h" => {
+                let _ = writeln!(std::io::stdout(), "{USAGE}");
+                return Ok(None);
+            }
+            other => return Err(format!("unknown argument '{other}' (see --help)")),
+        }
+    }
+    Ok(Some(out))
+}
+
+/// The binary's entry point.
+pub fn main_entry() -> ExitCode {
+    let args = match parse_args() {
+        Ok(Some(a)) => a,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+
+    let config = match &args.config {
+        Some(path) => GatewayConfig::load(path),
+        None => GatewayConfig::embedded(),
+    };
+    let mut config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    let origin = args.config.as_ref().map_or_else(
+        || "embedded defaults".to_owned(),
+        |p| format!("config file {}", p.display()),
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(config, origin))
+}
+
+async fn run(config: GatewayConfig, origin: String) -> ExitCode {
+    let listen = config.server.listen;
+    let header_timeout = config.server.header_read_timeout;
+    let grace = config.server.shutdown_grace;
+    let gateway = match build(config) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {origin}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {listen}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let models: Vec<&str> = gateway
+        .config
+        .models
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect();
+    tracing::info!(%listen, config = %origin, models = ?models, "rampart full_gateway listening on http://{listen}");
+    if !gateway.mocks.is_empty() {
+        tracing::info!(providers = ?gateway.mocks.keys().collect::<Vec<_>>(), "simulated providers in-process (no network, no keys)");
+    }
+    if gateway.dev_mode() {
+        tracing::warn!(
+            "NO VIRTUAL KEYS CONFIGURED: running in OPEN DEVELOPMENT MODE. Any caller is accepted as tenant 'default'. \
+             Add [[virtual_keys]] entries before exposing this gateway."
+        );
+    } else {
+        tracing::info!(
+            keys = gateway.config.virtual_keys.len(),
+            "virtual keys loaded"
+        );
+    }
+    server::serve(
+        listener,
+        gateway.router,
+        header_timeout,
+        grace,
+        server::shutdown_signal(),
+    )
+    .await;
+    ExitCode::SUCCESS
+}

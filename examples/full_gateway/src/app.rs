@@ -1,0 +1,227 @@
+//! Builds the gateway's router from its configuration.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post_service};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use rampart_core::openai::{ErrorBody, ErrorObject, ModelList, ModelObject};
+use rampart_core::tenant::AuthLayer;
+use rampart_core::{Body, BoxChatService, Edge, EdgeConfig, Tenant, VirtualKeys};
+use rampart_mock::MockProvider;
+use rampart_upstream::{ProviderConfig, ProviderKind, Upstream};
+use tower::ServiceBuilder;
+use tower::util::BoxCloneSyncService;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveHeadersLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::{GatewayConfig, ProviderKindEntry};
+
+/// A built gateway: its router plus handles tests and operators use.
+pub struct Gateway {
+    /// The HTTP routes, with every layer applied.
+    pub router: Router,
+    /// The upstream service (providers and models).
+    pub upstream: Upstream,
+    /// The simulated providers by name (kind `mock`), for fault injection and call counts.
+    pub mocks: BTreeMap<String, MockProvider>,
+    /// The configuration it was built from.
+    pub config: GatewayConfig,
+}
+
+impl Gateway {
+    /// Whether no virtual keys are configured (open development mode).
+    pub fn dev_mode(&self) -> bool {
+        self.config.virtual_keys.is_empty()
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    keys: VirtualKeys,
+    models: Arc<ModelList>,
+}
+
+/// Builds the gateway, reading provider keys from the environment. Errors name the
+/// configuration key at fault.
+pub fn build(config: GatewayConfig) -> Result<Gateway, String> {
+    build_with_secrets(config, |var| std::env::var(var).ok())
+}
+
+/// Builds the gateway, reading provider keys through `secret` (variable name → value).
+pub fn build_with_secrets(
+    config: GatewayConfig,
+    secret: impl Fn(&str) -> Option<String>,
+) -> Result<Gateway, String> {
+    let mut builder = Upstream::builder();
+    let mut mocks = BTreeMap::new();
+    for (i, p) in config.providers.iter().enumerate() {
+        match p.kind {
+            ProviderKindEntry::Openai => {
+                if let Some(var) = &p.api_key_env {
+                    let key = secret(var).ok_or_else(|| {
+                        format!(
+                            "providers[{i}] (name = \"{}\").api_key_env: environment variable {var} is not set",
+                            p.name
+                        )
+                    })?;
+                    builder = builder.api_key(&p.name, key);
+                }
+                builder = builder.provider(ProviderConfig {
+                    name: p.name.clone(),
+                    kind: ProviderKind::Openai,
+                    base_url: p.base_url.clone().unwrap_or_default(),
+                    api_key_env: None,
+                    timeouts: p.timeouts,
+                    allow_link_local: p.allow_link_local,
+                });
+            }
+            ProviderKindEntry::Mock => {
+                let mock = MockProvider::new(p.mock.clone().unwrap_or_default());
+                builder = builder.service_provider(&p.name, mock.service(), p.timeouts);
+                mocks.insert(p.name.clone(), mock);
+            }
+        }
+    }
+    for m in &config.models {
+        builder = builder.model(&m.name, &m.provider, m.upstream_name.as_deref());
+    }
+    let edge_config = EdgeConfig {
+        max_body_bytes: config.server.max_body_bytes,
+        body_timeout: config.server.body_read_timeout,
+    };
+    let upstream = builder
+        .edge_config(edge_config)
+        .build()
+        .map_err(|e| e.to_string())?;
+
+    let keys = VirtualKeys::from_digests(
+        config
+            .virtual_keys
+            .iter()
+            .map(|k| (k.key_sha256.as_str(), Tenant::new(k.tenant.as_str()))),
+    )
+    .map_err(|e| format!("virtual_keys: {e}"))?;
+
+    // The chat-completions stack, inner to outer. Later layers (rate limits, cache, router,
+    // fallback, breakers) slot in between auth and the upstream.
+    let stack = ServiceBuilder::new()
+        .layer(AuthLayer::new(keys.clone()))
+        .service(upstream.clone());
+    let stack: BoxChatService = BoxCloneSyncService::new(stack);
+    let chat = Edge::new(stack, edge_config);
+
+    let models = Arc::new(ModelList {
+        object: "list".to_owned(),
+        data: config
+            .models
+            .iter()
+            .map(|m| ModelObject {
+                id: m.name.clone(),
+                object: "model".to_owned(),
+                created: 0,
+                owned_by: m.provider.clone(),
+            })
+            .collect(),
+    });
+    let state = AppState {
+        keys: keys.clone(),
+        models,
+    };
+
+    let sensitive: Arc<[HeaderName]> = Arc::new([
+        header::AUTHORIZATION,
+        header::PROXY_AUTHORIZATION,
+        header::COOKIE,
+        header::SET_COOKIE,
+        HeaderName::from_static("x-api-key"),
+        HeaderName::from_static("api-key"),
+    ]);
+    let router = Router::new()
+        .route(
+            "/v1/chat/completions",
+            post_service(chat).fallback(method_not_allowed),
+        )
+        .route("/v1/models", get(list_models).fallback(method_not_allowed))
+        .route("/health", get(health))
+        .fallback(not_found)
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(CatchPanicLayer::custom(panic_response))
+                .layer(SetSensitiveHeadersLayer::from_shared(sensitive))
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(TraceLayer::new_for_http())
+                .layer(PropagateRequestIdLayer::x_request_id()),
+        );
+    Ok(Gateway {
+        router,
+        upstream,
+        mocks,
+        config,
+    })
+}
+
+/// An OpenAI-shaped error response for the routes outside the chat stack.
+fn json_error(status: StatusCode, kind: &str, code: &str, message: String) -> Response {
+    let body = ErrorBody {
+        error: ErrorObject {
+            message,
+            kind: kind.to_owned(),
+            param: None,
+            code: Some(code.to_owned()),
+        },
+    };
+    let mut resp = (status, axum::Json(body)).into_response();
+    resp.headers_mut().insert(
+        rampart_core::headers::X_RAMPART_ERROR_SOURCE,
+        HeaderValue::from_static("gateway"),
+    );
+    resp
+}
+
+async fn not_found(uri: http::Uri) -> Response {
+    json_error(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        "unknown_url",
+        format!(
+            "Unknown request URL: {}. Routes: POST /v1/chat/completions, GET /v1/models, GET /health.",
+            uri.path().chars().take(200).collect::<String>()
+        ),
+    )
+}
+
+async fn method_not_allowed(method: http::Method) -> Response {
+    json_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request_error",
+        "method_not_allowed",
+        format!("Method {method} is not allowed on this route."),
+    )
+}
+
+async fn health() -> Response {
+    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+async fn list_models(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    match state.keys.authenticate(headers.get(header::AUTHORIZATION)) {
+        Ok(_) => axum::Json(&*state.models).into_response(),
+        Err(e) => e.to_response().map(axum::body::Body::new),
+    }
+}
+
+fn panic_response(_panic: Box<dyn std::any::Any + Send>) -> http::Response<Body> {
+    tracing::error!("a request handler panicked");
+    rampart_core::Error::new(
+        rampart_core::ErrorKind::Internal,
+        "The gateway hit an internal error.",
+    )
+    .to_response()
+}

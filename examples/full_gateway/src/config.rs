@@ -1,0 +1,302 @@
+//! The gateway's configuration file: one TOML document, no secrets in it.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use rampart_core::Price;
+use rampart_mock::MockConfig;
+use rampart_upstream::Timeouts;
+use serde::Deserialize;
+
+/// The configuration the binary runs with when given no `--config`.
+pub const EMBEDDED_DEFAULTS: &str = include_str!("../default.toml");
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Listener and request limits.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Providers.
+    #[serde(default)]
+    pub providers: Vec<ProviderEntry>,
+    /// Models clients can ask for.
+    #[serde(default)]
+    pub models: Vec<ModelEntry>,
+    /// Virtual keys; none = open development mode (one tenant, no auth).
+    #[serde(default)]
+    pub virtual_keys: Vec<VirtualKeyEntry>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Listen address (`--listen` wins).
+    pub listen: SocketAddr,
+    /// Largest request body in bytes (413 above it).
+    pub max_body_bytes: usize,
+    /// Time for a client to send complete request headers (the connection is closed after it).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Time for a client to send the body once headers are in (408 after it).
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// How long in-flight requests (streams included) may run after SIGTERM / Ctrl-C.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 4 * 1024 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How a provider is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKindEntry {
+    /// Any OpenAI-compatible HTTP API.
+    Openai,
+    /// The simulated provider, in-process.
+    Mock,
+}
+
+/// `[[providers]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderEntry {
+    /// Name (shown in `x-rampart-provider`).
+    pub name: String,
+    /// `openai` or `mock`.
+    pub kind: ProviderKindEntry,
+    /// Base URL (kind `openai`).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Environment variable holding the API key (kind `openai`).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Timeouts.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Allow link-local / metadata addresses in `base_url`.
+    #[serde(default)]
+    pub allow_link_local: bool,
+    /// Simulated provider settings (kind `mock`).
+    #[serde(default)]
+    pub mock: Option<MockConfig>,
+}
+
+/// `[[models]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    /// The name clients use.
+    pub name: String,
+    /// The provider serving it.
+    pub provider: String,
+    /// The provider's name for it (default: `name`).
+    #[serde(default)]
+    pub upstream_name: Option<String>,
+    /// Prices, USD per million tokens.
+    #[serde(default)]
+    pub price: Option<Price>,
+    /// Context window in tokens.
+    #[serde(default)]
+    pub context_window: Option<u64>,
+    /// `simple`, `medium` or `complex`.
+    #[serde(default)]
+    pub tier: Option<String>,
+}
+
+/// `[[virtual_keys]]`: a key's SHA-256 (hex) and its tenant. Make one with
+/// `full_gateway --hash-key <key>`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualKeyEntry {
+    /// The tenant id (used in limits, budgets, metrics).
+    pub tenant: String,
+    /// SHA-256 of the key, 64 hex characters.
+    pub key_sha256: String,
+}
+
+/// A configuration problem, naming where it is.
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}: {message}")]
+pub struct ConfigError {
+    /// The file, or "embedded defaults".
+    pub origin: String,
+    /// The key and what is wrong.
+    pub message: String,
+}
+
+impl GatewayConfig {
+    /// The embedded defaults.
+    pub fn embedded() -> Result<Self, ConfigError> {
+        Self::parse(EMBEDDED_DEFAULTS, "embedded defaults")
+    }
+
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let origin = format!("config file {}", path.display());
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            origin: origin.clone(),
+            message: format!("cannot read it: {e}"),
+        })?;
+        Self::parse(&text, &origin)
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let cfg: GatewayConfig = toml::from_str(text).map_err(|e| ConfigError {
+            origin: origin.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        cfg.validate().map_err(|message| ConfigError {
+            origin: origin.to_owned(),
+            message,
+        })?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.server.max_body_bytes == 0 {
+            return Err("server.max_body_bytes: must be greater than 0".into());
+        }
+        for (i, p) in self.providers.iter().enumerate() {
+            let at = format!("providers[{i}] (name = \"{}\")", p.name);
+            if p.name.trim().is_empty() {
+                return Err(format!("providers[{i}].name: must not be empty"));
+            }
+            if self.providers[..i].iter().any(|q| q.name == p.name) {
+                return Err(format!("{at}.name: defined twice"));
+            }
+            match p.kind {
+                ProviderKindEntry::Openai => {
+                    if p.base_url.is_none() {
+                        return Err(format!("{at}.base_url: required for kind = \"openai\""));
+                    }
+                    if p.mock.is_some() {
+                        return Err(format!("{at}.mock: only allowed with kind = \"mock\""));
+                    }
+                }
+                ProviderKindEntry::Mock => {
+                    if p.base_url.is_some() || p.api_key_env.is_some() {
+                        return Err(format!(
+                            "{at}: base_url and api_key_env do not apply to kind = \"mock\""
+                        ));
+                    }
+                }
+            }
+            let t = &p.timeouts;
+            for (field, d) in [
+                ("connect", t.connect),
+                ("first_byte", t.first_byte),
+                ("idle", t.idle),
+                ("total", t.total),
+            ] {
+                if d.is_zero() {
+                    return Err(format!("{at}.timeouts.{field}: must be greater than 0"));
+                }
+            }
+        }
+        if self.models.is_empty() {
+            return Err("models: at least one [[models]] entry is required".into());
+        }
+        for (i, m) in self.models.iter().enumerate() {
+            let at = format!("models[{i}] (name = \"{}\")", m.name);
+            if m.name.trim().is_empty() {
+                return Err(format!("models[{i}].name: must not be empty"));
+            }
+            if self.models[..i].iter().any(|q| q.name == m.name) {
+                return Err(format!("{at}.name: defined twice"));
+            }
+            if !self.providers.iter().any(|p| p.name == m.provider) {
+                return Err(format!(
+                    "{at}.provider: unknown provider \"{}\" (known: {})",
+                    m.provider,
+                    self.providers
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            if let Some(p) = &m.price {
+                let cached = p.cached_input.unwrap_or(0.0);
+                let valid = |x: f64| x.is_finite() && x >= 0.0;
+                if !(valid(p.input) && valid(p.output) && valid(cached)) {
+                    return Err(format!(
+                        "{at}.price: prices must be finite and not negative"
+                    ));
+                }
+            }
+            if let Some(t) = &m.tier {
+                if !matches!(t.as_str(), "simple" | "medium" | "complex") {
+                    return Err(format!(
+                        "{at}.tier: \"{t}\" is not one of simple, medium, complex"
+                    ));
+                }
+            }
+        }
+        for (i, k) in self.virtual_keys.iter().enumerate() {
+            if k.tenant.trim().is_empty() {
+                return Err(format!("virtual_keys[{i}].tenant: must not be empty"));
+            }
+            let ok =
+                k.key_sha256.len() == 64 && k.key_sha256.bytes().all(|b| b.is_ascii_hexdigit());
+            if !ok {
+                return Err(format!(
+                    "virtual_keys[{i}].key_sha256: expected 64 hex characters (SHA-256 of the key; `full_gateway --hash-key KEY` prints it)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_are_valid() {
+        let c = GatewayConfig::embedded().unwrap();
+        let names: Vec<&str> = c.models.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "deepseek-v3.2",
+                "gemini-2.5-flash",
+                "gpt-4.1",
+                "claude-sonnet-4.5"
+            ]
+        );
+        assert!(c.virtual_keys.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = GatewayConfig::parse("[server]\nlisten = 5\n", "f.toml").unwrap_err();
+        assert!(e.to_string().starts_with("f.toml: "), "{e}");
+        assert!(e.to_string().contains("listen"), "{e}");
+        let e = GatewayConfig::parse(
+            "[[providers]]\nname='p'\nkind='mock'\n[[models]]\nname='m'\nprovider='q'\n",
+            "f.toml",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("models[0]"), "{e}");
+        assert!(e.message.contains("unknown provider \"q\""), "{e}");
+        let e = GatewayConfig::parse("[server]\nlisten_addr = '1'\n", "f.toml").unwrap_err();
+        assert!(e.message.contains("listen_addr"), "{e}");
+    }
+}

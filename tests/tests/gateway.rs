@@ -1,0 +1,567 @@
+//! End-to-end: the gateway (built from its config) on loopback, called over HTTP, with
+//! simulated providers behind it, in-process and over HTTP.
+
+// Test code: a failed unwrap is a failed test, also in helpers outside #[test] functions.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use http::StatusCode;
+use serde_json::json;
+
+#[tokio::test]
+async fn json_completion_through_the_default_config() {
+    let gw = TestGateway::start(&fast_defaults()).await;
+    let r = gw
+        .post(
+            "/v1/chat/completions",
+            HELLO,
+            &[("x-request-id", "req-123")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.header("x-rampart-model"), Some("gpt-4.1"));
+    assert_eq!(r.header("x-rampart-provider"), Some("openai-sim"));
+    assert_eq!(r.header("x-request-id"), Some("req-123"));
+    let v = r.json();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["model"], "gpt-4.1");
+    let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(!text.is_empty());
+    // Usage is the simulated provider's exact count for this prompt and answer.
+    let chat =
+        rampart_core::ChatRequest::parse(bytes::Bytes::from_static(HELLO.as_bytes())).unwrap();
+    assert_eq!(
+        v["usage"]["prompt_tokens"].as_u64().unwrap(),
+        rampart_mock::count_prompt_tokens(&chat)
+    );
+    let u = &v["usage"];
+    assert_eq!(
+        u["total_tokens"].as_u64().unwrap(),
+        u["prompt_tokens"].as_u64().unwrap() + u["completion_tokens"].as_u64().unwrap()
+    );
+    assert_eq!(gw.mock("openai-sim").calls("gpt-4.1"), 1);
+    assert_eq!(gw.mock("anthropic-sim").total_calls(), 0);
+
+    // A request id is made when the client sends none.
+    let r = gw.post("/v1/chat/completions", HELLO, &[]).await;
+    assert!(r.header("x-request-id").is_some_and(|id| id.len() >= 16));
+}
+
+#[tokio::test]
+async fn streams_hide_usage_unless_asked() {
+    let gw = TestGateway::start(&fast_defaults()).await;
+    let body = json!({"model":"claude-sonnet-4.5","stream":true,"max_tokens":5,
+        "messages":[{"role":"user","content":"Stream five words"}]});
+    let r = gw.chat(body.clone()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let data = sse_data(&r.body);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<serde_json::Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert!(
+        chunks
+            .iter()
+            .all(|c| !c["choices"].as_array().unwrap().is_empty()),
+        "no usage-only chunk when the client did not ask for it"
+    );
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text.split_whitespace().count(), 5);
+    // The gateway asked upstream for usage all the same.
+    let sent = gw.mock("anthropic-sim").last_request().unwrap();
+    let sent: serde_json::Value = serde_json::from_slice(&sent.body).unwrap();
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+
+    let mut asked = body;
+    asked["stream_options"] = json!({"include_usage": true});
+    let r = gw.chat(asked).await;
+    let data = sse_data(&r.body);
+    let usage: serde_json::Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    assert_eq!(usage["choices"].as_array().unwrap().len(), 0);
+    assert_eq!(usage["usage"]["completion_tokens"], 5);
+}
+
+#[tokio::test]
+async fn bad_requests_are_openai_shaped_400s() {
+    let gw = TestGateway::start(&fast_defaults()).await;
+    let r = gw
+        .post("/v1/chat/completions", "{\"model\": \"gpt-4.1\", ", &[])
+        .await;
+    assert_eq!(r.status, 400);
+    let v = r.json();
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    assert_eq!(v["error"]["code"], "invalid_json");
+    assert!(v["error"]["message"].as_str().unwrap().contains("JSON"));
+    assert_eq!(r.header("x-rampart-error-source"), Some("gateway"));
+
+    let r = gw
+        .post(
+            "/v1/chat/completions",
+            r#"{"messages":[{"role":"user","content":"x"}]}"#,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["param"], "model");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("'model'")
+    );
+
+    let r = gw
+        .post("/v1/chat/completions", r#"{"model":"gpt-4.1"}"#, &[])
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["param"], "messages");
+
+    let r = gw
+        .post(
+            "/v1/chat/completions",
+            r#"{"model":"gpt-4.1","messages":[{"role":"user","content":"x"}],"max_tokens":"many"}"#,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["param"], "max_tokens");
+}
+
+#[tokio::test]
+async fn deep_nesting_is_refused_and_the_server_stays_up() {
+    let gw = TestGateway::start(&fast_defaults()).await;
+    for body in [
+        "[".repeat(10_000) + &"]".repeat(10_000),
+        format!(
+            r#"{{"model":"gpt-4.1","messages":[{}{}]}}"#,
+            "{\"a\":".repeat(10_000),
+            "}".repeat(10_000)
+        ),
+        format!(
+            r#"{{"model":"gpt-4.1","messages":[{{"role":"user","content":"x"}}],"extra":{}{}}}"#,
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        ),
+    ] {
+        let r = gw.post("/v1/chat/completions", body, &[]).await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    }
+    let r = gw.get("/health", &[]).await;
+    assert_eq!(r.status, 200);
+    let r = gw.post("/v1/chat/completions", HELLO, &[]).await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn unknown_model_lists_the_configured_ones() {
+    let gw = TestGateway::start(&fast_defaults()).await;
+    let r = gw
+        .chat(json!({"model":"gpt-9","messages":[{"role":"user","content":"x"}]}))
+        .await;
+    assert_eq!(r.status, 404);
+    let v = r.json();
+    assert_eq!(v["error"]["code"], "model_not_found");
+    let msg = v["error"]["message"].as_str().unwrap();
+    for m in [
+        "deepseek-v3.2",
+        "gemini-2.5-flash",
+        "gpt-4.1",
+        "claude-sonnet-4.5",
+    ] {
+        assert!(msg.contains(m), "{msg}");
+    }
+    let total: u64 = gw.mocks.values().map(|m| m.total_calls()).sum();
+    assert_eq!(total, 0, "no provider was called");
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413_with_and_without_content_length() {
+    let config = fast_defaults().replace("max_body_bytes = 4194304", "max_body_bytes = 1024");
+    let gw = TestGateway::start(&config).await;
+    let big = format!(
+        r#"{{"model":"gpt-4.1","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(4096)
+    );
+    let r = gw.post("/v1/chat/completions", big.clone(), &[]).await;
+    assert_eq!(r.status, 413);
+    assert_eq!(r.json()["error"]["code"], "request_too_large");
+
+    // Chunked transfer encoding: no Content-Length to check up front.
+    let chunks = futures_util::stream::iter(
+        big.into_bytes()
+            .chunks(512)
+            .map(|c| {
+                Ok::<_, std::convert::Infallible>(http_body::Frame::data(
+                    bytes::Bytes::copy_from_slice(c),
+                ))
+            })
+            .collect::<Vec<_>>(),
+    );
+    let body = http_body_util::StreamBody::new(chunks);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::StreamBody<_>>();
+    let req = http::Request::post(gw.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap();
+    assert!(req.headers().get("content-length").is_none());
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_eq!(gw.mock("openai-sim").total_calls(), 0);
+}
+
+const KEYED: &str = r#"
+[[virtual_keys]]
+tenant = "acme"
+key_sha256 = "KEYHASH"
+"#;
+
+#[tokio::test]
+async fn virtual_keys_gate_every_route_but_health() {
+    let hash = rampart_core::VirtualKeys::digest("sk-rampart-acme-1");
+    let config = fast_defaults() + &KEYED.replace("KEYHASH", &hash);
+    let gw = TestGateway::start(&config).await;
+
+    let r = gw.post("/v1/chat/completions", HELLO, &[]).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"]["code"], "invalid_api_key");
+
+    let r = gw
+        .post(
+            "/v1/chat/completions",
+            HELLO,
+            &[("authorization", "Bearer sk-wrong-secret-value")],
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    assert!(!r.text().contains("sk-wrong-secret-value"));
+    assert_eq!(r.json()["error"]["code"], "invalid_api_key");
+
+    let r = gw
+        .post(
+            "/v1/chat/completions",
+            HELLO,
+            &[("authorization", "Bearer sk-rampart-acme-1")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let r = gw.get("/v1/models", &[]).await;
+    assert_eq!(r.status, 401);
+    let r = gw
+        .get(
+            "/v1/models",
+            &[("authorization", "Bearer sk-rampart-acme-1")],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["data"].as_array().unwrap().len(), 4);
+    assert_eq!(gw.get("/health", &[]).await.status, 200);
+    assert_eq!(gw.mock("openai-sim").calls("gpt-4.1"), 1);
+}
+
+#[tokio::test]
+async fn models_health_and_unknown_routes() {
+    let gw = TestGateway::start(&fast_defaults()).await;
+    let r = gw.get("/v1/models", &[]).await;
+    let v = r.json();
+    assert_eq!(v["object"], "list");
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "deepseek-v3.2",
+            "gemini-2.5-flash",
+            "gpt-4.1",
+            "claude-sonnet-4.5"
+        ]
+    );
+    assert_eq!(gw.get("/health", &[]).await.json()["status"], "ok");
+    let r = gw.get("/v1/nope", &[]).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["code"], "unknown_url");
+    let r = gw.get("/v1/chat/completions", &[]).await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+}
+
+fn http_provider(name: &str, base_url: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[providers]]
+name = "{name}"
+kind = "openai"
+base_url = "{base_url}"
+{extra}
+
+[[models]]
+name = "remote-model"
+provider = "{name}"
+upstream_name = "upstream-model-v1"
+"#
+    )
+}
+
+#[tokio::test]
+async fn http_provider_gets_the_provider_key_unknown_fields_and_mapped_model() {
+    let mock = rampart_mock::MockProvider::new(rampart_mock::MockConfig {
+        require_api_key: Some("sk-provider-secret-0001".into()),
+        ..Default::default()
+    });
+    let server = mock.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let config = http_provider(
+        "remote",
+        &server.base_url(),
+        "api_key_env = \"RAMPART_TEST_KEY_FORWARD\"",
+    );
+    let gw = TestGateway::start_with_secrets(
+        parse_config(&config),
+        &[("RAMPART_TEST_KEY_FORWARD", "sk-provider-secret-0001")],
+    )
+    .await;
+    let body = r#"{"model":"remote-model","messages":[{"role":"user","content":"hi"}],"x_vendor_flag":{"deep":[1,2,{"k":"v"}]},"logit_bias":{"50256":-100}}"#;
+    let r = gw
+        .post(
+            "/v1/chat/completions",
+            body,
+            &[
+                ("authorization", "Bearer client-key-must-not-leak"),
+                ("cookie", "session=abc"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-rampart-model"), Some("remote-model"));
+    assert_eq!(r.header("x-rampart-provider"), Some("remote"));
+    assert!(r.headers.get("set-cookie").is_none());
+    let sent = mock.last_request().unwrap();
+    assert_eq!(
+        sent.headers.get("authorization").unwrap(),
+        "Bearer sk-provider-secret-0001"
+    );
+    assert!(sent.headers.get("cookie").is_none());
+    let sent: serde_json::Value = serde_json::from_slice(&sent.body).unwrap();
+    assert_eq!(sent["model"], "upstream-model-v1");
+    assert_eq!(sent["x_vendor_flag"], json!({"deep":[1,2,{"k":"v"}]}));
+    assert_eq!(sent["logit_bias"], json!({"50256":-100}));
+    assert!(!r.text().contains("sk-provider-secret"));
+    assert_eq!(mock.calls("upstream-model-v1"), 1);
+}
+
+#[tokio::test]
+async fn refused_connection_is_a_502_without_the_url() {
+    let addr = closed_port().await;
+    let base = format!("http://{addr}/v1");
+    let gw = TestGateway::start(&http_provider("down", &base, "")).await;
+    let r = gw
+        .chat(json!({"model":"remote-model","messages":[{"role":"user","content":"x"}]}))
+        .await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.header("x-rampart-error-source"), Some("upstream"));
+    let v = r.json();
+    assert_eq!(v["error"]["code"], "upstream_error");
+    let text = r.text();
+    assert!(!text.contains(&addr.port().to_string()), "{text}");
+    assert!(!text.contains("127.0.0.1"), "{text}");
+    assert!(!text.contains("http://"), "{text}");
+}
+
+#[tokio::test]
+async fn upstream_500_is_sanitised() {
+    let body = r#"{"error":{"message":"backend http://10.0.0.7:9000/x failed for key sk-provider-secret-0500 on 127.0.0.1","type":"server_error","code":"internal_failure"}}"#;
+    let response = format!(
+        "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\nset-cookie: acct=1\r\nopenai-organization: org-secret\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let addr = raw_upstream(Box::leak(response.into_boxed_str())).await;
+    let base = format!("http://{addr}/v1");
+    let gw = TestGateway::start_with_secrets(
+        parse_config(&http_provider(
+            "flaky",
+            &base,
+            "api_key_env = \"RAMPART_TEST_KEY_500\"",
+        )),
+        &[("RAMPART_TEST_KEY_500", "sk-provider-secret-0500")],
+    )
+    .await;
+    let r = gw
+        .chat(json!({"model":"remote-model","messages":[{"role":"user","content":"x"}]}))
+        .await;
+    assert_eq!(r.status, 500);
+    assert_eq!(r.header("x-rampart-error-source"), Some("upstream"));
+    assert!(r.headers.get("set-cookie").is_none());
+    assert!(r.headers.get("openai-organization").is_none());
+    let v = r.json();
+    assert_eq!(v["error"]["type"], "server_error");
+    assert_eq!(v["error"]["code"], "internal_failure");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("failed"), "{msg}");
+    for secret in [
+        "sk-provider-secret-0500",
+        "10.0.0.7",
+        "127.0.0.1",
+        "http://",
+    ] {
+        assert!(!r.text().contains(secret), "{secret} leaked: {}", r.text());
+    }
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let addr = raw_upstream(
+        "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://169.254.169.254/latest/meta-data\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+    ).await;
+    let gw = TestGateway::start(&http_provider("redir", &format!("http://{addr}/v1"), "")).await;
+    let r = gw
+        .chat(json!({"model":"remote-model","messages":[{"role":"user","content":"x"}]}))
+        .await;
+    assert_eq!(r.status, 502);
+    assert!(r.headers.get("location").is_none());
+    assert!(!r.text().contains("169.254"));
+}
+
+#[tokio::test]
+async fn link_local_base_urls_are_refused_at_start() {
+    let config = parse_config(&http_provider("meta", "http://169.254.169.254/v1", ""));
+    let err = full_gateway::build(config).err().expect("refused");
+    assert!(err.contains("meta") && err.contains("link-local"), "{err}");
+}
+
+fn parse_config(s: &str) -> full_gateway::GatewayConfig {
+    full_gateway::GatewayConfig::parse(s, "test").unwrap()
+}
+
+#[tokio::test]
+async fn upstream_faults_map_to_openai_errors() {
+    let gw = TestGateway::start(&fast_defaults()).await;
+    let mock = gw.mock("gemini-sim");
+    mock.set_fault(
+        None,
+        rampart_mock::Fault {
+            status: Some(StatusCode::TOO_MANY_REQUESTS),
+            retry_after: Some(Duration::from_secs(7)),
+            failure_rate: 1.0,
+            ..Default::default()
+        },
+    );
+    let r = gw
+        .chat(json!({"model":"gemini-2.5-flash","messages":[{"role":"user","content":"x"}]}))
+        .await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("retry-after"), Some("7"));
+    assert!(r.json()["error"]["message"].is_string());
+
+    mock.set_fault(
+        None,
+        rampart_mock::Fault {
+            reset_before_headers: true,
+            failure_rate: 1.0,
+            ..Default::default()
+        },
+    );
+    let r = gw
+        .chat(json!({"model":"gemini-2.5-flash","messages":[{"role":"user","content":"x"}]}))
+        .await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.json()["error"]["code"], "upstream_error");
+    mock.clear_faults();
+    let r = gw
+        .chat(json!({"model":"gemini-2.5-flash","messages":[{"role":"user","content":"x"}]}))
+        .await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn body_that_never_arrives_is_a_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = fast_defaults().replace(
+        "body_read_timeout = \"30s\"",
+        "body_read_timeout = \"300ms\"",
+    );
+    let gw = TestGateway::start(&config).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n{\"model\":")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(read.is_ok(), "the server answered");
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("request_timeout"), "{text}");
+}
+
+#[tokio::test]
+async fn headers_that_never_complete_close_the_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = fast_defaults().replace(
+        "header_read_timeout = \"10s\"",
+        "header_read_timeout = \"300ms\"",
+    );
+    let gw = TestGateway::start(&config).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "the server closed the connection");
+    // hyper may or may not write a 408 before closing; either way nothing reached the stack.
+    assert!(out.is_empty() || String::from_utf8_lossy(&out).starts_with("HTTP/1.1 408"));
+    assert_eq!(gw.mock("openai-sim").total_calls(), 0);
+}
+
+#[tokio::test]
+async fn shutdown_lets_an_in_flight_stream_finish() {
+    let mut gw = TestGateway::start(&fast_defaults()).await;
+    gw.mock("openai-sim").set_latency(rampart_mock::Latency {
+        chunk_gap: Duration::from_millis(20),
+        ..Default::default()
+    });
+    let url = gw.url("/v1/chat/completions");
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let req = http::Request::post(url)
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            json!({"model":"gpt-4.1","stream":true,"max_tokens":20,"messages":[{"role":"user","content":"long"}]}).to_string(),
+        )))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // Headers are in and the stream is running: ask the server to stop.
+    let server = gw.begin_shutdown();
+    use http_body_util::BodyExt;
+    let body = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect())
+        .await
+        .expect("stream finished within the grace period")
+        .expect("stream completed without error")
+        .to_bytes();
+    let data = sse_data(&body);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("server stopped")
+        .unwrap();
+    // New connections are refused once it has stopped.
+    assert!(tokio::net::TcpStream::connect(gw.addr).await.is_err());
+}
