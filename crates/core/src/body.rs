@@ -99,17 +99,29 @@ impl Body {
                 if http_body::Body::size_hint(&s).lower() > limit as u64 {
                     return Err(CollectError::TooLarge { limit });
                 }
+                // The first frame is kept as is (often the whole body): no copy unless more
+                // frames follow.
+                let mut first: Option<Bytes> = None;
                 let mut buf = bytes::BytesMut::new();
                 while let Some(frame) = s.frame().await {
                     let frame = frame.map_err(CollectError::Read)?;
                     if let Ok(data) = frame.into_data() {
-                        if buf.len() + data.len() > limit {
+                        let have = first.as_ref().map_or(0, Bytes::len) + buf.len();
+                        if have + data.len() > limit {
                             return Err(CollectError::TooLarge { limit });
                         }
-                        buf.extend_from_slice(&data);
+                        match first.take() {
+                            None if buf.is_empty() => first = Some(data),
+                            prev => {
+                                if let Some(prev) = prev {
+                                    buf.extend_from_slice(&prev);
+                                }
+                                buf.extend_from_slice(&data);
+                            }
+                        }
                     }
                 }
-                Ok(buf.freeze())
+                Ok(first.unwrap_or_else(|| buf.freeze()))
             }
         }
     }
@@ -254,5 +266,12 @@ mod tests {
         ));
         let b = Body::new(Full::new(Bytes::from_static(b"abc")));
         assert_eq!(b.collect_limited(50).await.unwrap(), "abc");
+        // Several frames are joined in order; exactly the limit is accepted.
+        let chunks = futures_util::stream::iter(
+            ["ab", "cd", "ef"]
+                .map(|c| Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(c.as_bytes())))),
+        );
+        let b = Body::new(StreamBody::new(chunks));
+        assert_eq!(b.collect_limited(6).await.unwrap(), "abcdef");
     }
 }

@@ -495,8 +495,9 @@ impl ChatRequest {
         out.freeze()
     }
 
-    /// A rough prompt-token estimate: bytes of `messages` / 4 plus 4 tokens per message.
-    /// Cheap (no typing of messages); layers that need exact counts use a tokenizer.
+    /// A rough prompt-token estimate: bytes of `messages` / 4, plus 4 tokens per message and 3
+    /// for the reply's priming. Types `messages` on first use (cached for every later caller);
+    /// layers that need exact counts use a tokenizer.
     pub fn estimate_prompt_tokens(&self) -> u64 {
         let raw = self.messages_raw();
         let messages = self.messages().map(|m| m.len() as u64).unwrap_or(1).max(1);

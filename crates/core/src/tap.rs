@@ -3,7 +3,7 @@
 //! response's [`Completion`] when the body ends, fails or is dropped.
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -217,11 +217,19 @@ struct Scanner {
     first_byte: Option<std::time::Duration>,
 }
 
-fn value_is_null(hay: &[u8], key: &[u8]) -> Option<bool> {
+static USAGE_KEY: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\"usage\""));
+static FINISH_KEY: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\"finish_reason\""));
+static ERROR_KEY: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\"error\""));
+
+fn value_is_null(hay: &[u8], key: &memmem::Finder<'_>) -> Option<bool> {
     // For every occurrence of `key`, check whether its value is `null`; `None` if absent.
     let mut found = None;
-    for pos in memmem::find_iter(hay, key) {
-        let rest = &hay[pos + key.len()..];
+    let len = key.needle().len();
+    for pos in key.find_iter(hay) {
+        let rest = &hay[pos + len..];
         let rest = trim_start(rest);
         let rest = rest.strip_prefix(b":").map(trim_start).unwrap_or(rest);
         let null = rest.starts_with(b"null");
@@ -398,9 +406,9 @@ impl Scanner {
             self.saw_done = true;
             return true;
         }
-        let has_error = self.event_is_error || memmem::find(payload, b"\"error\"").is_some();
-        let has_usage = value_is_null(payload, b"\"usage\"") == Some(false);
-        let has_finish = value_is_null(payload, b"\"finish_reason\"") == Some(false);
+        let has_error = self.event_is_error || ERROR_KEY.find(payload).is_some();
+        let has_usage = value_is_null(payload, &USAGE_KEY) == Some(false);
+        let has_finish = value_is_null(payload, &FINISH_KEY) == Some(false);
         if !(has_error || has_usage || has_finish) {
             return true;
         }

@@ -202,4 +202,24 @@ mod tests {
             Tenant::anonymous()
         );
     }
+
+    #[tokio::test]
+    async fn auth_layer_sets_tenant_and_strips_the_key() {
+        use tower::{Layer, ServiceExt};
+        let d = VirtualKeys::digest("sk-acme");
+        let keys = VirtualKeys::from_digests([(d.as_str(), Tenant::new("acme"))]).unwrap();
+        let svc =
+            AuthLayer::new(keys).layer(tower::service_fn(|req: http::Request<()>| async move {
+                assert!(req.headers().get(http::header::AUTHORIZATION).is_none());
+                Ok::<_, crate::BoxError>(req.extensions().get::<Tenant>().cloned())
+            }));
+        let req = http::Request::builder()
+            .header("authorization", "Bearer sk-acme")
+            .body(())
+            .unwrap();
+        let tenant = svc.clone().oneshot(req).await.unwrap();
+        assert_eq!(tenant.unwrap().id(), "acme");
+        let err = svc.oneshot(http::Request::new(())).await.unwrap_err();
+        assert_eq!(crate::error::find_error(&err).unwrap().status(), 401);
+    }
 }

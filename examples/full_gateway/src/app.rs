@@ -134,14 +134,6 @@ pub fn build_with_secrets(
         models,
     };
 
-    let sensitive: Arc<[HeaderName]> = Arc::new([
-        header::AUTHORIZATION,
-        header::PROXY_AUTHORIZATION,
-        header::COOKIE,
-        header::SET_COOKIE,
-        HeaderName::from_static("x-api-key"),
-        HeaderName::from_static("api-key"),
-    ]);
     let router = Router::new()
         .route(
             "/v1/chat/completions",
@@ -150,21 +142,36 @@ pub fn build_with_secrets(
         .route("/v1/models", get(list_models).fallback(method_not_allowed))
         .route("/health", get(health))
         .fallback(not_found)
-        .with_state(state)
-        .layer(
-            ServiceBuilder::new()
-                .layer(CatchPanicLayer::custom(panic_response))
-                .layer(SetSensitiveHeadersLayer::from_shared(sensitive))
-                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                .layer(TraceLayer::new_for_http())
-                .layer(PropagateRequestIdLayer::x_request_id()),
-        );
+        .with_state(state);
+    let router = with_outer_layers(router);
     Ok(Gateway {
         router,
         upstream,
         mocks,
         config,
     })
+}
+
+/// The layers around every route, outer to inner: mark secret headers sensitive (never logged),
+/// set or keep `x-request-id` and echo it on every response, catch panics (an OpenAI-shaped 500),
+/// trace.
+fn with_outer_layers(router: Router) -> Router {
+    let sensitive: Arc<[HeaderName]> = Arc::new([
+        header::AUTHORIZATION,
+        header::PROXY_AUTHORIZATION,
+        header::COOKIE,
+        header::SET_COOKIE,
+        HeaderName::from_static("x-api-key"),
+        HeaderName::from_static("api-key"),
+    ]);
+    router.layer(
+        ServiceBuilder::new()
+            .layer(SetSensitiveHeadersLayer::from_shared(sensitive))
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(CatchPanicLayer::custom(panic_response))
+            .layer(TraceLayer::new_for_http()),
+    )
 }
 
 /// An OpenAI-shaped error response for the routes outside the chat stack.
@@ -224,4 +231,33 @@ fn panic_response(_panic: Box<dyn std::any::Any + Send>) -> http::Response<Body>
         "The gateway hit an internal error.",
     )
     .to_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_panic_becomes_an_openai_shaped_500() {
+        async fn boom() -> &'static str {
+            panic!("handler bug")
+        }
+        let router = with_outer_layers(Router::new().route("/boom", get(boom)));
+        let resp = router
+            .oneshot(
+                http::Request::get("/boom")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 500);
+        assert!(resp.headers().get("x-request-id").is_some());
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], "internal_error");
+        assert!(!v.to_string().contains("handler bug"));
+    }
 }
