@@ -515,9 +515,12 @@ impl Inner {
                 match svc.clone().oneshot(req).await {
                     Ok(resp) => Ok(resp),
                     Err(e) => {
-                        if let Some(err) = rampart_core::error::find_error(&e) {
-                            return Err(Error::new(err.kind().clone(), err.message().to_owned()));
-                        }
+                        // A typed error from the in-process provider keeps its status, headers
+                        // and Retry-After.
+                        let e = match e.downcast::<Error>() {
+                            Ok(err) => return Err(*err),
+                            Err(e) => e,
+                        };
                         tracing::warn!(provider = %provider.name, error = %e, "in-process provider failed");
                         Err(Error::new(
                             ErrorKind::UpstreamConnect,
