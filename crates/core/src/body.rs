@@ -134,11 +134,10 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    if let Some(upper) = body.size_hint().upper() {
-        if upper > limit as u64 && body.size_hint().lower() > limit as u64 {
+    if let Some(upper) = body.size_hint().upper()
+        && upper > limit as u64 && body.size_hint().lower() > limit as u64 {
             return Err(CollectError::TooLarge { limit });
         }
-    }
     let limited = http_body_util::Limited::new(body, limit);
     match limited.collect().await {
         Ok(c) => Ok(c.to_bytes()),

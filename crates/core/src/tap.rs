@@ -425,8 +425,8 @@ impl Scanner {
             self.error
                 .get_or_insert_with(|| "upstream sent an error event".to_owned());
         }
-        if self.finish_reason.is_none() {
-            if let Some(fr) = scan
+        if self.finish_reason.is_none()
+            && let Some(fr) = scan
                 .choices
                 .iter()
                 .flatten()
@@ -434,7 +434,6 @@ impl Scanner {
             {
                 self.finish_reason = Some(fr);
             }
-        }
         let usage_only = scan.usage.is_some() && scan.choices.as_ref().is_none_or(Vec::is_empty);
         if let Some(u) = scan.usage {
             self.usage = Some(u);

@@ -306,8 +306,8 @@ impl Stream for SseStream {
             return Poll::Ready(None);
         }
         let k = this.next;
-        if let Some((at, cut)) = this.stop {
-            if k == at {
+        if let Some((at, cut)) = this.stop
+            && k == at {
                 if cut {
                     if !this.cut_flushed {
                         // One `Pending` first: a server flushes the events sent so far before
@@ -322,7 +322,6 @@ impl Stream for SseStream {
                 // A stall: never wakes again.
                 return Poll::Pending;
             }
-        }
         let delay = this.delay_before(k);
         if !delay.is_zero() {
             let sleep = this

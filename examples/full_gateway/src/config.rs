@@ -240,13 +240,12 @@ impl GatewayConfig {
                     ));
                 }
             }
-            if let Some(t) = &m.tier {
-                if !matches!(t.as_str(), "simple" | "medium" | "complex") {
+            if let Some(t) = &m.tier
+                && !matches!(t.as_str(), "simple" | "medium" | "complex") {
                     return Err(format!(
                         "{at}.tier: \"{t}\" is not one of simple, medium, complex"
                     ));
                 }
-            }
         }
         for (i, k) in self.virtual_keys.iter().enumerate() {
             if k.tenant.trim().is_empty() {
