@@ -468,7 +468,18 @@ async fn upstream_faults_map_to_openai_errors() {
         .await;
     assert_eq!(r.status, 429);
     assert_eq!(r.header("retry-after"), Some("7"));
+    assert_eq!(r.header("x-rampart-error-source"), Some("upstream"));
     assert!(r.json()["error"]["message"].is_string());
+    // The target now cools down until the provider's Retry-After: refused without a call.
+    let r = gw
+        .chat(json!({"model":"gemini-2.5-flash","messages":[{"role":"user","content":"x"}]}))
+        .await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("x-rampart-error-source"), Some("circuit_breaker"));
+    let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=7).contains(&wait), "{wait}");
+    assert_eq!(mock.calls("gemini-2.5-flash"), 1);
+    gw.breakers.reset("gemini-sim/gemini-2.5-flash");
 
     mock.set_fault(
         None,
@@ -564,4 +575,64 @@ async fn shutdown_lets_an_in_flight_stream_finish() {
         .unwrap();
     // New connections are refused once it has stopped.
     assert!(tokio::net::TcpStream::connect(gw.addr).await.is_err());
+}
+
+#[tokio::test]
+async fn an_open_breaker_stops_calls_to_a_failing_target_only() {
+    let gw = TestGateway::start(&fast_defaults()).await;
+    let openai = gw.mock("openai-sim");
+    openai.set_fault(
+        Some("gpt-4.1"),
+        rampart_mock::Fault::status_code(StatusCode::INTERNAL_SERVER_ERROR),
+    );
+    let ask = |model: &str| json!({"model": model, "messages":[{"role":"user","content":"x"}]});
+    // Five failures in a row (the default config) trip the breaker for openai-sim/gpt-4.1.
+    for _ in 0..5 {
+        let r = gw.chat(ask("gpt-4.1")).await;
+        assert_eq!(r.status, 500);
+        assert_eq!(r.header("x-rampart-error-source"), Some("upstream"));
+    }
+    assert_eq!(openai.calls("gpt-4.1"), 5);
+    for _ in 0..20 {
+        let r = gw.chat(ask("gpt-4.1")).await;
+        assert_eq!(r.status, 503);
+        assert_eq!(r.header("x-rampart-error-source"), Some("circuit_breaker"));
+        let v = r.json();
+        assert_eq!(v["error"]["code"], "upstream_unavailable");
+        let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=10).contains(&wait), "{wait}");
+    }
+    // The upstream call count stopped growing while the breaker is open.
+    assert_eq!(openai.calls("gpt-4.1"), 5);
+    assert_eq!(
+        gw.breakers.state("openai-sim/gpt-4.1"),
+        Some(rampart_circuit_breaker::BreakerState::Open)
+    );
+    // Other targets are untouched.
+    let r = gw.chat(ask("claude-sonnet-4.5")).await;
+    assert_eq!(r.status, 200);
+    // An operator reset lets traffic through again.
+    openai.clear_faults();
+    gw.breakers.reset("openai-sim/gpt-4.1");
+    assert_eq!(gw.chat(ask("gpt-4.1")).await.status, 200);
+    assert_eq!(openai.calls("gpt-4.1"), 6);
+}
+
+#[tokio::test]
+async fn a_stream_cut_mid_way_counts_against_the_breaker_at_its_end() {
+    let config = fast_defaults().replace("consecutive_failures = 5", "consecutive_failures = 2");
+    let gw = TestGateway::start(&config).await;
+    let mock = gw.mock("deepseek-sim");
+    mock.set_fault(None, rampart_mock::Fault::cut_after(3));
+    let body = json!({"model":"deepseek-v3.2","stream":true,"max_tokens":10,"messages":[{"role":"user","content":"x"}]});
+    for _ in 0..2 {
+        // Headers say 200; the body breaks after three events.
+        let resp = gw.post("/v1/chat/completions", body.to_string(), &[]).await;
+        assert_eq!(resp.status, 200);
+        assert!(resp.body_error, "the client sees the stream break");
+        assert!(!resp.text().contains("[DONE]"));
+    }
+    let r = gw.chat(body).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(mock.calls("deepseek-v3.2"), 2);
 }

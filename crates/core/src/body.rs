@@ -135,9 +135,11 @@ where
     B::Error: Into<BoxError>,
 {
     if let Some(upper) = body.size_hint().upper()
-        && upper > limit as u64 && body.size_hint().lower() > limit as u64 {
-            return Err(CollectError::TooLarge { limit });
-        }
+        && upper > limit as u64
+        && body.size_hint().lower() > limit as u64
+    {
+        return Err(CollectError::TooLarge { limit });
+    }
     let limited = http_body_util::Limited::new(body, limit);
     match limited.collect().await {
         Ok(c) => Ok(c.to_bytes()),

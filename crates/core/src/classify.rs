@@ -76,6 +76,10 @@ pub fn classify_error(err: &BoxError) -> Verdict {
             _ => Verdict::Ignored,
         };
     }
+    // tower's load-shed refusal is local: it says nothing about the upstream.
+    if err.is::<tower::load_shed::error::Overloaded>() {
+        return Verdict::Ignored;
+    }
     // Errors from a foreign inner service: timeouts, I/O, hyper and TLS errors all mean the
     // upstream could not be used.
     Verdict::Failure
@@ -181,6 +185,8 @@ mod tests {
         assert_eq!(classify_error(&io), Verdict::Failure);
         let bad: BoxError = Error::invalid_request("invalid_json", "x").into();
         assert_eq!(classify_error(&bad), Verdict::Ignored);
+        let shed: BoxError = Box::new(tower::load_shed::error::Overloaded::new());
+        assert_eq!(classify_error(&shed), Verdict::Ignored);
     }
 
     #[test]

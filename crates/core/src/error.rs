@@ -215,6 +215,21 @@ impl Error {
         .with_retry_after(retry_after)
     }
 
+    /// 503 `upstream_unavailable` while a target cools down after the upstream's 429 (a
+    /// refusal, like an open breaker, with its own wording).
+    pub fn cooling_down(target: impl Into<String>, retry_after: Duration) -> Self {
+        let target = target.into();
+        Self::new(
+            ErrorKind::CircuitOpen {
+                target: target.clone(),
+            },
+            format!(
+                "The upstream for '{target}' asked the gateway to slow down; retry after the indicated time."
+            ),
+        )
+        .with_retry_after(retry_after)
+    }
+
     /// 500 for an unexpected failure; the cause is kept for logs, never shown to the client.
     pub fn internal(cause: impl Into<BoxError>) -> Self {
         Self::new(ErrorKind::Internal, "The gateway hit an internal error.").with_cause(cause)

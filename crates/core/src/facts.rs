@@ -98,8 +98,16 @@ impl CompletionReport {
 
 type Callback = Box<dyn FnOnce(&CompletionReport) + Send>;
 
+/// Callbacks waiting for the end. Most responses have one or two observers; the first is kept
+/// inline so registering it allocates only the boxed closure.
+#[derive(Default)]
+struct Pending {
+    first: Option<Callback>,
+    rest: Vec<Callback>,
+}
+
 enum State {
-    Pending(Vec<Callback>),
+    Pending(Pending),
     Done(Arc<CompletionReport>),
 }
 
@@ -140,7 +148,7 @@ impl Completion {
     pub fn started_at(started: Instant) -> Self {
         Self {
             inner: Arc::new(Inner {
-                state: Mutex::new(State::Pending(Vec::new())),
+                state: Mutex::new(State::Pending(Pending::default())),
                 notify: Notify::new(),
                 started,
             }),
@@ -166,7 +174,8 @@ impl Completion {
     pub fn on_complete(&self, f: impl FnOnce(&CompletionReport) + Send + 'static) {
         let mut state = self.lock();
         match &mut *state {
-            State::Pending(cbs) => cbs.push(Box::new(f)),
+            State::Pending(p) if p.first.is_none() => p.first = Some(Box::new(f)),
+            State::Pending(p) => p.rest.push(Box::new(f)),
             State::Done(report) => {
                 let report = report.clone();
                 drop(state);
@@ -189,7 +198,7 @@ impl Completion {
                 }
             }
         };
-        for cb in callbacks {
+        for cb in callbacks.first.into_iter().chain(callbacks.rest) {
             cb(&report);
         }
         self.inner.notify.notify_waiters();

@@ -295,12 +295,13 @@ impl ChatRequest {
             return Err(RequestError::MissingField("messages"));
         }
         if let Some(t) = req.temperature
-            && !(0.0..=2.0).contains(&t) {
-                return Err(RequestError::InvalidValue {
-                    field: "temperature".into(),
-                    reason: format!("{t} is out of range; expected a number from 0 to 2"),
-                });
-            }
+            && !(0.0..=2.0).contains(&t)
+        {
+            return Err(RequestError::InvalidValue {
+                field: "temperature".into(),
+                reason: format!("{t} is out of range; expected a number from 0 to 2"),
+            });
+        }
         if req.n == Some(0) {
             return Err(RequestError::InvalidValue {
                 field: "n".into(),

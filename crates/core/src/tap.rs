@@ -431,9 +431,9 @@ impl Scanner {
                 .iter()
                 .flatten()
                 .find_map(|c| c.finish_reason.clone())
-            {
-                self.finish_reason = Some(fr);
-            }
+        {
+            self.finish_reason = Some(fr);
+        }
         let usage_only = scan.usage.is_some() && scan.choices.as_ref().is_none_or(Vec::is_empty);
         if let Some(u) = scan.usage {
             self.usage = Some(u);

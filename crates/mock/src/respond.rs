@@ -307,21 +307,22 @@ impl Stream for SseStream {
         }
         let k = this.next;
         if let Some((at, cut)) = this.stop
-            && k == at {
-                if cut {
-                    if !this.cut_flushed {
-                        // One `Pending` first: a server flushes the events sent so far before
-                        // the error aborts the connection.
-                        this.cut_flushed = true;
-                        cx.waker().wake_by_ref();
-                        return Poll::Pending;
-                    }
-                    this.finished = true;
-                    return Poll::Ready(Some(Err(cut_error())));
+            && k == at
+        {
+            if cut {
+                if !this.cut_flushed {
+                    // One `Pending` first: a server flushes the events sent so far before
+                    // the error aborts the connection.
+                    this.cut_flushed = true;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
                 }
-                // A stall: never wakes again.
-                return Poll::Pending;
+                this.finished = true;
+                return Poll::Ready(Some(Err(cut_error())));
             }
+            // A stall: never wakes again.
+            return Poll::Pending;
+        }
         let delay = this.delay_before(k);
         if !delay.is_zero() {
             let sleep = this

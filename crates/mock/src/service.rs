@@ -193,9 +193,10 @@ async fn chat(inner: Arc<Inner>, req: Request<Body>) -> Result<Response<Body>, B
     }
     let fault = inner.fault_for(model);
     if let Some(f) = &fault
-        && f.stall == Some(Stall::BeforeHeaders) {
-            std::future::pending::<()>().await;
-        }
+        && f.stall == Some(Stall::BeforeHeaders)
+    {
+        std::future::pending::<()>().await;
+    }
     let latency = inner.latency();
     pause(head_delay(&latency)).await;
     let mut stop = None;

@@ -13,6 +13,12 @@ pub use rampart_upstream as upstream;
 #[cfg(feature = "upstream")]
 pub use rampart_upstream::Upstream;
 
+/// The per-target circuit breaker (feature `circuit-breaker`, on by default).
+#[cfg(feature = "circuit-breaker")]
+pub use rampart_circuit_breaker as circuit_breaker;
+#[cfg(feature = "circuit-breaker")]
+pub use rampart_circuit_breaker::CircuitBreakerLayer;
+
 /// The simulated provider (feature `mock`).
 #[cfg(feature = "mock")]
 pub use rampart_mock as mock;

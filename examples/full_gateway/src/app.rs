@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post_service};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use rampart_circuit_breaker::{BreakerHandle, CircuitBreakerLayer};
 use rampart_core::openai::{ErrorBody, ErrorObject, ModelList, ModelObject};
 use rampart_core::tenant::AuthLayer;
 use rampart_core::{Body, BoxChatService, Edge, EdgeConfig, Tenant, VirtualKeys};
@@ -30,6 +31,8 @@ pub struct Gateway {
     pub upstream: Upstream,
     /// The simulated providers by name (kind `mock`), for fault injection and call counts.
     pub mocks: BTreeMap<String, MockProvider>,
+    /// The per-target circuit breakers (state, force open, reset).
+    pub breakers: BreakerHandle,
     /// The configuration it was built from.
     pub config: GatewayConfig,
 }
@@ -108,10 +111,16 @@ pub fn build_with_secrets(
     )
     .map_err(|e| format!("virtual_keys: {e}"))?;
 
-    // The chat-completions stack, inner to outer. Later layers (rate limits, cache, router,
-    // fallback, breakers) slot in between auth and the upstream.
+    let breaker = CircuitBreakerLayer::from_config(config.circuit_breaker.clone())
+        .map_err(|e| format!("circuit_breaker: {e}"))?;
+    let breakers = breaker.handle();
+
+    // The chat-completions stack, outer to inner. Later layers (rate limits, cache, router,
+    // fallback) slot in between auth and the per-target layers.
     let stack = ServiceBuilder::new()
         .layer(AuthLayer::new(keys.clone()))
+        .layer(crate::target::ResolveTargetLayer::new(upstream.clone()))
+        .layer(breaker)
         .service(upstream.clone());
     let stack: BoxChatService = BoxCloneSyncService::new(stack);
     let chat = Edge::new(stack, edge_config);
@@ -148,6 +157,7 @@ pub fn build_with_secrets(
         router,
         upstream,
         mocks,
+        breakers,
         config,
     })
 }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use rampart_circuit_breaker::CircuitBreakerConfig;
 use rampart_core::Price;
 use rampart_mock::MockConfig;
 use rampart_upstream::Timeouts;
@@ -28,6 +29,9 @@ pub struct GatewayConfig {
     /// Virtual keys; none = open development mode (one tenant, no auth).
     #[serde(default)]
     pub virtual_keys: Vec<VirtualKeyEntry>,
+    /// The per-target circuit breakers (one per provider/model, these settings for all).
+    #[serde(default)]
+    pub circuit_breaker: CircuitBreakerConfig,
 }
 
 /// `[server]`.
@@ -169,6 +173,8 @@ impl GatewayConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
+        rampart_circuit_breaker::CircuitBreakerLayer::from_config(self.circuit_breaker.clone())
+            .map_err(|e| format!("circuit_breaker: {e}"))?;
         if self.server.max_body_bytes == 0 {
             return Err("server.max_body_bytes: must be greater than 0".into());
         }
@@ -241,11 +247,12 @@ impl GatewayConfig {
                 }
             }
             if let Some(t) = &m.tier
-                && !matches!(t.as_str(), "simple" | "medium" | "complex") {
-                    return Err(format!(
-                        "{at}.tier: \"{t}\" is not one of simple, medium, complex"
-                    ));
-                }
+                && !matches!(t.as_str(), "simple" | "medium" | "complex")
+            {
+                return Err(format!(
+                    "{at}.tier: \"{t}\" is not one of simple, medium, complex"
+                ));
+            }
         }
         for (i, k) in self.virtual_keys.iter().enumerate() {
             if k.tenant.trim().is_empty() {

@@ -6,6 +6,7 @@
 pub mod app;
 pub mod config;
 pub mod server;
+pub mod target;
 
 use std::io::Write;
 use std::net::SocketAddr;

@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 pub struct TestGateway {
     pub addr: SocketAddr,
     pub mocks: std::collections::BTreeMap<String, rampart_mock::MockProvider>,
+    pub breakers: rampart_circuit_breaker::BreakerHandle,
     shutdown: Option<oneshot::Sender<()>>,
     pub task: Option<tokio::task::JoinHandle<()>>,
     client: Client<HttpConnector, Full<Bytes>>,
@@ -25,6 +26,8 @@ pub struct Reply {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The body failed part-way (the connection was cut).
+    pub body_error: bool,
 }
 
 impl Reply {
@@ -78,6 +81,7 @@ impl TestGateway {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let mocks = gateway.mocks.clone();
+        let breakers = gateway.breakers.clone();
         let task = tokio::spawn(full_gateway::server::serve(
             listener,
             gateway.router,
@@ -91,6 +95,7 @@ impl TestGateway {
         Self {
             addr,
             mocks,
+            breakers,
             shutdown: Some(tx),
             task: Some(task),
             client,
@@ -112,11 +117,27 @@ impl TestGateway {
             .expect("request sent");
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        let mut body = resp.into_body();
+        let mut bytes = Vec::new();
+        let mut body_error = false;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => {
+                    if let Ok(d) = f.into_data() {
+                        bytes.extend_from_slice(&d);
+                    }
+                }
+                Err(_) => {
+                    body_error = true;
+                    break;
+                }
+            }
+        }
         Reply {
             status,
             headers,
-            body,
+            body: Bytes::from(bytes),
+            body_error,
         }
     }
 

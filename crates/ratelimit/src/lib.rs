@@ -1,0 +1,26 @@
+#![doc = include_str!("../README.md")]
+
+mod body;
+pub mod config;
+pub mod error;
+pub mod estimate;
+pub mod key;
+mod layer;
+mod reservation;
+mod service;
+pub mod store;
+
+pub use config::{EdgeLimits, KeySource, Limits, QueueConfig, RateLimitConfig, StoreFailure};
+pub use error::{ConfigError, format_reset};
+#[cfg(feature = "tiktoken")]
+pub use estimate::TiktokenEstimator;
+pub use estimate::{BytesEstimator, TokenEstimator};
+pub use key::{HeaderKey, KeyExtractor, TargetKey, TenantKey, TenantModelKey};
+pub use layer::{RateLimitLayer, RateLimitLayerBuilder};
+pub use rampart_core::BoxError;
+pub use reservation::{SettleTokens, TokenReservation};
+pub use service::{RateLimit, ResponseFuture};
+pub use store::{
+    BucketStatus, Decision, LimitKind, MemoryStore, Quota, Rate, RateLimitStore, Refusal, Snapshot,
+    StoreError,
+};

@@ -1,0 +1,224 @@
+//! Where limiter state lives: the [`RateLimitStore`] trait and the in-memory [`MemoryStore`].
+//!
+//! A store holds, per key, two token buckets (requests and tokens) and a concurrency counter. The
+//! layer resolves the [`Quota`] for a request and asks the store to [`acquire`] it atomically:
+//! every dimension passes and is charged, or nothing is charged and a [`Refusal`] says why. Token
+//! reservations are later [`settle`]d to the real usage (refund or overage), and concurrency
+//! permits are [`release`]d when the response body ends or is dropped.
+//!
+//! `acquire` returns a boxed future so that a remote store (Redis: one atomic script per decision)
+//! implements the same trait; `settle` and `release` are fire-and-forget because they run inside
+//! completion callbacks and `Drop` (a remote store queues or spawns them).
+//!
+//! [`acquire`]: RateLimitStore::acquire
+//! [`settle`]: RateLimitStore::settle
+//! [`release`]: RateLimitStore::release
+
+mod memory;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+pub use memory::{MemoryStore, MemoryStoreBuilder};
+
+/// The future a store returns.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A rate: `per_minute` units refill continuously, at most `burst` can be spent at once.
+///
+/// The bucket starts full (`burst` units); it refills at `per_minute / 60` units per second up to
+/// `burst`. Over any window of length `w`, at most `burst + per_minute * w / 60s` units are
+/// admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rate {
+    /// Units per minute (at least 1).
+    pub per_minute: u64,
+    /// Bucket size (at least 1).
+    pub burst: u64,
+}
+
+impl Rate {
+    /// A rate of `per_minute` with a burst of `burst` (both clamped to at least 1).
+    pub fn new(per_minute: u64, burst: u64) -> Self {
+        Self {
+            per_minute: per_minute.max(1),
+            burst: burst.max(1),
+        }
+    }
+}
+
+/// What one request may use under one key: the resolved limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Quota {
+    /// Requests per minute (cost 1 per request); `None`: unlimited.
+    pub requests: Option<Rate>,
+    /// Tokens per minute (cost: the request's estimate, settled later); `None`: unlimited.
+    pub tokens: Option<Rate>,
+    /// Concurrent requests; `None`: unlimited.
+    pub concurrency: Option<u32>,
+}
+
+impl Quota {
+    /// Whether nothing is limited.
+    pub fn is_unlimited(&self) -> bool {
+        self.requests.is_none() && self.tokens.is_none() && self.concurrency.is_none()
+    }
+}
+
+/// Which limit a decision is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LimitKind {
+    /// Requests per minute.
+    Requests,
+    /// Tokens per minute.
+    Tokens,
+    /// Concurrent requests.
+    Concurrency,
+}
+
+impl LimitKind {
+    /// OpenAI's error `type` for this limit: `requests` or `tokens` (concurrency counts as
+    /// `requests`).
+    pub fn error_type(self) -> &'static str {
+        match self {
+            Self::Requests | Self::Concurrency => "requests",
+            Self::Tokens => "tokens",
+        }
+    }
+}
+
+/// The state of one bucket, for the `x-ratelimit-*` headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketStatus {
+    /// The limit per minute (`x-ratelimit-limit-*`).
+    pub limit: u64,
+    /// Units left now (`x-ratelimit-remaining-*`).
+    pub remaining: u64,
+    /// Time until the bucket is full again (`x-ratelimit-reset-*`).
+    pub reset: Duration,
+}
+
+/// The state of a key's buckets after (or at) a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Snapshot {
+    /// The requests bucket, when limited.
+    pub requests: Option<BucketStatus>,
+    /// The tokens bucket, when limited.
+    pub tokens: Option<BucketStatus>,
+}
+
+/// Why a request was not admitted. Nothing was charged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The limit that refused (the first of concurrency, requests, tokens that failed).
+    pub kind: LimitKind,
+    /// When the time-based limits would all admit the request; `None` when only the concurrency
+    /// limit refused (no one knows when a slot frees).
+    pub retry_after: Option<Duration>,
+    /// The buckets as they are (nothing charged).
+    pub snapshot: Snapshot,
+    /// An opaque wake-up token for [`RateLimitStore::wait`] (the in-memory store's count of
+    /// releases and refunds for the key, so that a wait never misses one).
+    pub generation: u64,
+}
+
+/// The store's answer to [`RateLimitStore::acquire`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Admitted and charged: one request, the token estimate, and a concurrency slot when
+    /// concurrency is limited (release it with [`RateLimitStore::release`]).
+    Admitted(Snapshot),
+    /// Refused; nothing was charged.
+    Refused(Refusal),
+}
+
+/// A store could not decide (e.g. a shared store is unreachable).
+#[derive(Debug, thiserror::Error)]
+#[error("rate limit store unavailable: {0}")]
+pub struct StoreError(pub String);
+
+/// The state store behind a [`RateLimitLayer`](crate::RateLimitLayer).
+///
+/// Implementations keep, per key, a requests bucket, a tokens bucket and a concurrency count, and
+/// decide atomically. `acquire` must be all-or-nothing, and a dropped `acquire` future must
+/// not leave a charge behind (for the in-memory store it completes in one poll).
+pub trait RateLimitStore: Send + Sync + 'static {
+    /// Admits one request of `tokens` estimated tokens under `key` and `quota`, charging every
+    /// limited dimension, or refuses without charging anything.
+    fn acquire<'a>(
+        &'a self,
+        key: &'a str,
+        quota: &'a Quota,
+        tokens: u64,
+    ) -> StoreFuture<'a, Result<Decision, StoreError>>;
+
+    /// The decision, synchronously, when the store can make it without I/O (the in-memory store
+    /// always can); `None` (the default) sends the layer to [`acquire`](Self::acquire). Same
+    /// contract as `acquire`.
+    fn try_acquire(
+        &self,
+        key: &str,
+        quota: &Quota,
+        tokens: u64,
+    ) -> Option<Result<Decision, StoreError>> {
+        let _ = (key, quota, tokens);
+        None
+    }
+
+    /// Settles a token reservation of `reserved` to `actual` tokens: refunds the difference, or
+    /// charges the overage. Called at most once per reservation.
+    fn settle(&self, key: &str, rate: &Rate, reserved: u64, actual: u64);
+
+    /// Frees a concurrency slot taken by `acquire`.
+    fn release(&self, key: &str);
+
+    /// Resolves when capacity for `key` may have changed since `refusal` (a slot released, tokens
+    /// refunded), or at `until`, whichever comes first. Used by queue mode; the default waits
+    /// for `until`, capped at 50 ms so that remote stores are polled.
+    fn wait<'a>(
+        &'a self,
+        key: &'a str,
+        refusal: &'a Refusal,
+        until: Instant,
+    ) -> StoreFuture<'a, ()> {
+        let _ = (key, refusal);
+        let cap = Instant::now() + Duration::from_millis(50);
+        Box::pin(tokio::time::sleep_until(until.min(cap)))
+    }
+}
+
+impl<T: RateLimitStore + ?Sized> RateLimitStore for std::sync::Arc<T> {
+    fn acquire<'a>(
+        &'a self,
+        key: &'a str,
+        quota: &'a Quota,
+        tokens: u64,
+    ) -> StoreFuture<'a, Result<Decision, StoreError>> {
+        (**self).acquire(key, quota, tokens)
+    }
+    fn try_acquire(
+        &self,
+        key: &str,
+        quota: &Quota,
+        tokens: u64,
+    ) -> Option<Result<Decision, StoreError>> {
+        (**self).try_acquire(key, quota, tokens)
+    }
+    fn settle(&self, key: &str, rate: &Rate, reserved: u64, actual: u64) {
+        (**self).settle(key, rate, reserved, actual);
+    }
+    fn release(&self, key: &str) {
+        (**self).release(key);
+    }
+    fn wait<'a>(
+        &'a self,
+        key: &'a str,
+        refusal: &'a Refusal,
+        until: Instant,
+    ) -> StoreFuture<'a, ()> {
+        (**self).wait(key, refusal, until)
+    }
+}
