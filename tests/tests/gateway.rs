@@ -636,3 +636,147 @@ async fn a_stream_cut_mid_way_counts_against_the_breaker_at_its_end() {
     assert_eq!(r.status, 503, "{}", r.text());
     assert_eq!(mock.calls("deepseek-v3.2"), 2);
 }
+
+fn with_tenant_limits(limits: &str) -> String {
+    fast_defaults().replace(
+        "limits = { requests_per_minute = 600, tokens_per_minute = 2000000, concurrency = 64 }",
+        limits,
+    )
+}
+
+#[tokio::test]
+async fn tenant_request_limit_caps_upstream_calls() {
+    let gw = TestGateway::start(&with_tenant_limits("limits = { requests_per_minute = 3 }")).await;
+    for remaining in ["2", "1", "0"] {
+        let r = gw.post("/v1/chat/completions", HELLO, &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-ratelimit-limit-requests"), Some("3"));
+        assert_eq!(r.header("x-ratelimit-remaining-requests"), Some(remaining));
+    }
+    for _ in 0..5 {
+        let r = gw.post("/v1/chat/completions", HELLO, &[]).await;
+        assert_eq!(r.status, 429);
+        assert_eq!(r.header("x-rampart-error-source"), Some("rate_limit"));
+        assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("0"));
+        // One request every 20 s refills: Retry-After is whole seconds, rounded up.
+        let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=20).contains(&wait), "{wait}");
+        let v = r.json();
+        assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+        assert_eq!(v["error"]["type"], "requests");
+    }
+    // The simulated provider saw exactly the admitted requests.
+    assert_eq!(gw.mock("openai-sim").calls("gpt-4.1"), 3);
+}
+
+#[tokio::test]
+async fn per_target_limits_mirror_each_provider() {
+    let config = fast_defaults().replace(
+        "limits = { requests_per_minute = 500, tokens_per_minute = 800000 }",
+        "limits = { requests_per_minute = 2 }",
+    );
+    let gw = TestGateway::start(&config).await;
+    let ask = |model: &str| json!({"model": model, "messages":[{"role":"user","content":"x"}]});
+    assert_eq!(gw.chat(ask("gpt-4.1")).await.status, 200);
+    assert_eq!(gw.chat(ask("gpt-4.1")).await.status, 200);
+    let r = gw.chat(ask("gpt-4.1")).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("x-rampart-error-source"), Some("rate_limit"));
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("target"),
+        "{}",
+        r.text()
+    );
+    // Other targets keep their own limits.
+    assert_eq!(gw.chat(ask("claude-sonnet-4.5")).await.status, 200);
+    assert_eq!(gw.mock("openai-sim").calls("gpt-4.1"), 2);
+    assert_eq!(gw.mock("anthropic-sim").calls("claude-sonnet-4.5"), 1);
+}
+
+#[tokio::test]
+async fn tenant_token_limit_reserves_and_settles() {
+    let gw = TestGateway::start(&with_tenant_limits("limits = { tokens_per_minute = 1000 }")).await;
+    // A request whose own estimate exceeds the whole burst is refused outright.
+    let big =
+        json!({"model":"gpt-4.1","max_tokens":5000,"messages":[{"role":"user","content":"x"}]});
+    let r = gw.chat(big).await;
+    assert_eq!(r.status, 429);
+    assert!(
+        r.header("retry-after").is_none(),
+        "waiting would never help"
+    );
+    let v = r.json();
+    assert_eq!(v["error"]["type"], "tokens");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("too large"),
+        "{v}"
+    );
+    assert_eq!(gw.mock("openai-sim").total_calls(), 0);
+
+    // 600 tokens reserved (prompt estimate + max_tokens), settled to the real usage.
+    let small =
+        json!({"model":"gpt-4.1","max_tokens":600,"messages":[{"role":"user","content":"x"}]});
+    let r = gw.chat(small.clone()).await;
+    assert_eq!(r.status, 200);
+    let used = r.json()["usage"]["total_tokens"].as_u64().unwrap();
+    let remaining: u64 = r
+        .header("x-ratelimit-remaining-tokens")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(remaining < 1000 - 600, "reserved up front: {remaining}");
+    // The next one needs another 600+ while ~1000 - used are left: refused, type tokens.
+    let r = gw.chat(small).await;
+    assert_eq!(r.status, 429, "used {used}, {}", r.text());
+    assert_eq!(r.json()["error"]["type"], "tokens");
+    assert_eq!(gw.mock("openai-sim").calls("gpt-4.1"), 1);
+}
+
+#[tokio::test]
+async fn tenant_concurrency_is_held_until_the_stream_ends() {
+    let gw = TestGateway::start(&with_tenant_limits("limits = { concurrency = 1 }")).await;
+    gw.mock("openai-sim").set_latency(rampart_mock::Latency {
+        chunk_gap: Duration::from_millis(30),
+        ..Default::default()
+    });
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let stream = json!({"model":"gpt-4.1","stream":true,"max_tokens":10,"messages":[{"role":"user","content":"x"}]});
+    let req = http::Request::post(gw.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            stream.to_string(),
+        )))
+        .unwrap();
+    let first = client.request(req).await.unwrap();
+    assert_eq!(first.status(), 200);
+    // The first stream is still running: its permit is held.
+    let r = gw
+        .chat(json!({"model":"claude-sonnet-4.5","messages":[{"role":"user","content":"x"}]}))
+        .await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["error"]["type"], "requests");
+    use http_body_util::BodyExt;
+    let body = first.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("[DONE]"));
+    // Released at the end of the body.
+    let mut status = 0;
+    for _ in 0..50 {
+        status = gw
+            .chat(json!({"model":"claude-sonnet-4.5","messages":[{"role":"user","content":"x"}]}))
+            .await
+            .status
+            .as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(status, 200);
+}

@@ -10,6 +10,7 @@ pub mod facts;
 pub mod headers;
 pub mod openai;
 pub mod pricing;
+pub mod settle;
 pub mod tap;
 pub mod tenant;
 
@@ -21,4 +22,5 @@ pub use error::{Error, ErrorKind, ErrorSource, error_response};
 pub use facts::{Completion, CompletionReport, Outcome, ResponseFacts, Target};
 pub use openai::{ChatRequest, RequestError, Usage};
 pub use pricing::{MicroUsd, Price};
+pub use settle::{SettleHook, SettleHooks};
 pub use tenant::{AuthLayer, Tenant, VirtualKeys};

@@ -22,6 +22,10 @@ impl Tenant {
     pub fn id(&self) -> &str {
         &self.0
     }
+    /// The tenant id as a shared string (a cheap clone for map keys).
+    pub fn shared_id(&self) -> &Arc<str> {
+        &self.0
+    }
     /// The single tenant of open development mode.
     pub fn anonymous() -> Self {
         Self::new("default")

@@ -19,6 +19,12 @@ pub use rampart_circuit_breaker as circuit_breaker;
 #[cfg(feature = "circuit-breaker")]
 pub use rampart_circuit_breaker::CircuitBreakerLayer;
 
+/// Keyed RPM, TPM and concurrency limits (feature `ratelimit`, on by default).
+#[cfg(feature = "ratelimit")]
+pub use rampart_ratelimit as ratelimit;
+#[cfg(feature = "ratelimit")]
+pub use rampart_ratelimit::RateLimitLayer;
+
 /// The simulated provider (feature `mock`).
 #[cfg(feature = "mock")]
 pub use rampart_mock as mock;

@@ -50,7 +50,11 @@ pub struct TenantKey;
 
 impl KeyExtractor for TenantKey {
     fn key(&self, req: &Request<Body>, _chat: &ChatRequest) -> Option<Arc<str>> {
-        Some(tenant_id(req).into())
+        // The tenant's own `Arc<str>`: no allocation per request.
+        Some(match req.extensions().get::<Tenant>() {
+            Some(t) => t.shared_id().clone(),
+            None => Arc::from("default"),
+        })
     }
 }
 

@@ -18,7 +18,7 @@ pub use estimate::{BytesEstimator, TokenEstimator};
 pub use key::{HeaderKey, KeyExtractor, TargetKey, TenantKey, TenantModelKey};
 pub use layer::{RateLimitLayer, RateLimitLayerBuilder};
 pub use rampart_core::BoxError;
-pub use reservation::{SettleTokens, TokenReservation};
+pub use reservation::TokenReservation;
 pub use service::{RateLimit, ResponseFuture};
 pub use store::{
     BucketStatus, Decision, LimitKind, MemoryStore, Quota, Rate, RateLimitStore, Refusal, Snapshot,

@@ -86,14 +86,12 @@ impl TokenReservation {
     }
 }
 
-/// The settle hook as a plain std type, for layers that must not depend on this crate (the cache):
-/// `Arc<dyn Fn(u64) -> bool + Send + Sync>` in the request extensions, next to the
-/// [`TokenReservation`]; calling it is [`TokenReservation::settle`] (first settle wins).
-pub type SettleTokens = Arc<dyn Fn(u64) -> bool + Send + Sync>;
-
 impl TokenReservation {
-    /// This reservation's [`SettleTokens`] hook.
-    pub fn settle_hook(&self) -> SettleTokens {
+    /// This reservation as core's [`SettleHook`](rampart_core::SettleHook), for layers that must
+    /// not depend on this crate (the cache finds it in the request's
+    /// [`SettleHooks`](rampart_core::SettleHooks)); calling it is [`TokenReservation::settle`]
+    /// (first settle wins).
+    pub fn settle_hook(&self) -> rampart_core::SettleHook {
         let this = self.clone();
         Arc::new(move |tokens| this.settle(tokens))
     }

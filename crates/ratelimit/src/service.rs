@@ -188,7 +188,7 @@ impl Guard {
                     rate,
                     plan.tokens,
                 );
-                req.extensions_mut().insert(r.settle_hook());
+                rampart_core::SettleHooks::add_to(&mut req, r.settle_hook());
                 req.extensions_mut().insert(r.clone());
                 Some(r)
             }

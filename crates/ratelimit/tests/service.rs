@@ -227,16 +227,16 @@ async fn cache_settle_hook_settles_to_zero_once() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn std_typed_settle_hook_for_layers_that_cannot_name_this_crate() {
+async fn core_settle_hooks_for_layers_that_cannot_name_this_crate() {
     let (mut svc, mut h) = spawn(tpm(10_000));
     let reserve = reserve_of(&body("m", "hello", Some(100)), 100);
     let r = roundtrip_with(&mut svc, &mut h, req(Some(100)), |upstream| {
-        let hook = upstream
+        let hooks = upstream
             .extensions()
-            .get::<Arc<dyn Fn(u64) -> bool + Send + Sync>>()
+            .get::<rampart_core::SettleHooks>()
             .unwrap();
-        assert!(hook(0));
-        assert!(!hook(3));
+        assert_eq!(hooks.settle_all(0), 1);
+        assert_eq!(hooks.settle_all(3), 0);
         json_response(50)
     })
     .await

@@ -13,6 +13,7 @@ use rampart_core::openai::{ErrorBody, ErrorObject, ModelList, ModelObject};
 use rampart_core::tenant::AuthLayer;
 use rampart_core::{Body, BoxChatService, Edge, EdgeConfig, Tenant, VirtualKeys};
 use rampart_mock::MockProvider;
+use rampart_ratelimit::RateLimitLayer;
 use rampart_upstream::{ProviderConfig, ProviderKind, Upstream};
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
@@ -117,9 +118,18 @@ pub fn build_with_secrets(
 
     // The chat-completions stack, outer to inner. Later layers (rate limits, cache, router,
     // fallback) slot in between auth and the per-target layers.
+    let limiter = |c: Option<rampart_ratelimit::RateLimitConfig>, at: &str| {
+        c.map(RateLimitLayer::from_config)
+            .transpose()
+            .map_err(|e| format!("{at}: {e}"))
+    };
+    let tenant_limit = limiter(config.tenant_limits(), "rate_limits.tenant")?;
+    let target_limit = limiter(config.target_limits(), "rate_limits.target")?;
     let stack = ServiceBuilder::new()
         .layer(AuthLayer::new(keys.clone()))
+        .option_layer(tenant_limit)
         .layer(crate::target::ResolveTargetLayer::new(upstream.clone()))
+        .option_layer(target_limit)
         .layer(breaker)
         .service(upstream.clone());
     let stack: BoxChatService = BoxCloneSyncService::new(stack);

@@ -7,6 +7,7 @@ use std::time::Duration;
 use rampart_circuit_breaker::CircuitBreakerConfig;
 use rampart_core::Price;
 use rampart_mock::MockConfig;
+use rampart_ratelimit::{KeySource, Limits, RateLimitConfig};
 use rampart_upstream::Timeouts;
 use serde::Deserialize;
 
@@ -32,6 +33,43 @@ pub struct GatewayConfig {
     /// The per-target circuit breakers (one per provider/model, these settings for all).
     #[serde(default)]
     pub circuit_breaker: CircuitBreakerConfig,
+    /// Rate limits per tenant and per target.
+    #[serde(default)]
+    pub rate_limits: RateLimitsConfig,
+}
+
+/// `[rate_limits]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitsConfig {
+    /// `[rate_limits.tenant]`: limits per tenant, checked first (absent: no tenant limit).
+    pub tenant: Option<RateLimitConfig>,
+    /// `[rate_limits.target]`: settings of the per-target limiter (queue mode, output
+    /// estimates, defaults for every model); each model's own limits are `[[models]] limits`.
+    pub target: Option<RateLimitConfig>,
+}
+
+impl GatewayConfig {
+    /// The per-tenant limiter's configuration, if any (scope `tenant`, keyed by tenant unless
+    /// configured otherwise).
+    pub fn tenant_limits(&self) -> Option<RateLimitConfig> {
+        self.rate_limits.tenant.clone()
+    }
+
+    /// The per-target limiter's configuration: `[rate_limits.target]` with scope `target`, keyed
+    /// by target, and every `[[models]] limits` entry. `None` when no limit is set anywhere.
+    pub fn target_limits(&self) -> Option<RateLimitConfig> {
+        let mut c = self.rate_limits.target.clone().unwrap_or_default();
+        c.scope = "target".to_owned();
+        c.key = KeySource::Target;
+        for m in &self.models {
+            if let Some(l) = m.limits {
+                c.models.insert(m.name.clone(), l);
+            }
+        }
+        let any = c.limits != Limits::default() || !c.models.is_empty() || !c.overrides.is_empty();
+        any.then_some(c)
+    }
 }
 
 /// `[server]`.
@@ -120,6 +158,9 @@ pub struct ModelEntry {
     /// `simple`, `medium` or `complex`.
     #[serde(default)]
     pub tier: Option<String>,
+    /// This target's rate limits (mirror the provider's, to shed load before it answers 429).
+    #[serde(default)]
+    pub limits: Option<Limits>,
 }
 
 /// `[[virtual_keys]]`: a key's SHA-256 (hex) and its tenant. Make one with
@@ -175,6 +216,28 @@ impl GatewayConfig {
     fn validate(&self) -> Result<(), String> {
         rampart_circuit_breaker::CircuitBreakerLayer::from_config(self.circuit_breaker.clone())
             .map_err(|e| format!("circuit_breaker: {e}"))?;
+        if let Some(c) = self.tenant_limits() {
+            rampart_ratelimit::RateLimitLayer::from_config(c)
+                .map_err(|e| format!("rate_limits.tenant: {e}"))?;
+        }
+        if let Some(t) = &self.rate_limits.target {
+            if !t.models.is_empty() {
+                return Err(
+                    "rate_limits.target.models: set each model's limits in its [[models]] entry (`limits = {..}`)"
+                        .into(),
+                );
+            }
+            if t.scope != RateLimitConfig::default().scope || t.key != KeySource::default() {
+                return Err(
+                    "rate_limits.target: `scope` and `key` are fixed (\"target\") for the per-target limiter"
+                        .into(),
+                );
+            }
+        }
+        if let Some(c) = self.target_limits() {
+            rampart_ratelimit::RateLimitLayer::from_config(c)
+                .map_err(|e| format!("rate_limits.target / [[models]] limits: {e}"))?;
+        }
         if self.server.max_body_bytes == 0 {
             return Err("server.max_body_bytes: must be greater than 0".into());
         }
@@ -304,5 +367,26 @@ mod tests {
         assert!(e.message.contains("unknown provider \"q\""), "{e}");
         let e = GatewayConfig::parse("[server]\nlisten_addr = '1'\n", "f.toml").unwrap_err();
         assert!(e.message.contains("listen_addr"), "{e}");
+    }
+
+    #[test]
+    fn the_readme_config_reference_parses() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("```toml\n[server]")
+            .expect("the reference block");
+        let block = &readme[start + "```toml\n".len()..];
+        let block = &block[..block.find("```").unwrap()];
+        let block = block.replace(
+            "key_sha256 = \"…\"",
+            &format!("key_sha256 = \"{}\"", "ab".repeat(32)),
+        );
+        let c = GatewayConfig::parse(&block, "README").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.models[0].name, "gpt-4.1");
+        assert!(c.tenant_limits().is_some());
+        assert_eq!(
+            c.target_limits().unwrap().models["gpt-4.1"].requests_per_minute,
+            Some(500)
+        );
     }
 }
