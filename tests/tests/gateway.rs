@@ -780,3 +780,50 @@ async fn tenant_concurrency_is_held_until_the_stream_ends() {
     }
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn metrics_are_scraped_in_prometheus_text() {
+    // Per-target limit of one request so a refusal is recorded too.
+    let config = fast_defaults().replace(
+        "limits = { requests_per_minute = 1000, tokens_per_minute = 2000000 }",
+        "limits = { requests_per_minute = 1 }",
+    );
+    let gw = TestGateway::start(&config).await;
+    let ask = json!({"model":"gemini-2.5-flash","max_tokens":4,"messages":[{"role":"user","content":"x"}]});
+    assert_eq!(gw.chat(ask.clone()).await.status, 200);
+    assert_eq!(gw.chat(ask).await.status, 429);
+    let r = gw.get("/metrics", &[]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/plain"));
+    let text = r.text();
+    let has = |needle: &str| text.lines().any(|l| l.starts_with(needle));
+    assert!(
+        has(
+            "rampart_requests_total{route=\"explicit\",model=\"gemini-2.5-flash\",provider=\"gemini-sim\",status=\"200\"}"
+        ),
+        "{text}"
+    );
+    assert!(
+        has(
+            "rampart_requests_total{route=\"explicit\",model=\"none\",provider=\"none\",status=\"429\"}"
+        ),
+        "{text}"
+    );
+    assert!(
+        has("rampart_ratelimit_rejections_total{scope=\"target\"}"),
+        "{text}"
+    );
+    assert!(
+        has("rampart_request_duration_seconds_bucket{model=\"gemini-2.5-flash\""),
+        "{text}"
+    );
+    assert!(has("rampart_upstream_ttfb_seconds_bucket"), "{text}");
+    assert!(has("rampart_tokens_total{kind=\"completion\"}"), "{text}");
+    assert!(
+        text.contains("rampart_breaker_state{target=\"gemini-sim/gemini-2.5-flash\"} 0")
+            || !has("rampart_breaker_state"),
+        "breaker gauges, when present, are per target: {text}"
+    );
+    // No prompt text or keys in labels.
+    assert!(!text.contains("\"x\""));
+}

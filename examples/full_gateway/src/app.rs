@@ -133,7 +133,10 @@ pub fn build_with_secrets(
         .layer(breaker)
         .service(upstream.clone());
     let stack: BoxChatService = BoxCloneSyncService::new(stack);
-    let chat = Edge::new(stack, edge_config);
+    let chat = ServiceBuilder::new()
+        .layer(crate::observe::ObserveLayer)
+        .service(Edge::new(stack, edge_config));
+    let metrics = crate::observe::prometheus();
 
     let models = Arc::new(ModelList {
         object: "list".to_owned(),
@@ -160,6 +163,13 @@ pub fn build_with_secrets(
         )
         .route("/v1/models", get(list_models).fallback(method_not_allowed))
         .route("/health", get(health))
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move { render_metrics(metrics) }
+            }),
+        )
         .fallback(not_found)
         .with_state(state);
     let router = with_outer_layers(router);
@@ -231,6 +241,24 @@ async fn method_not_allowed(method: http::Method) -> Response {
         "method_not_allowed",
         format!("Method {method} is not allowed on this route."),
     )
+}
+
+fn render_metrics(handle: Option<metrics_exporter_prometheus::PrometheusHandle>) -> Response {
+    let body = match handle {
+        Some(h) => {
+            h.run_upkeep();
+            h.render()
+        }
+        None => "# metrics are recorded by the embedding application\n".to_owned(),
+    };
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn health() -> Response {

@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod config;
+pub mod observe;
 pub mod server;
 pub mod target;
 
