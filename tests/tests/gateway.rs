@@ -385,16 +385,17 @@ async fn refused_connection_is_a_502_without_the_url() {
     assert!(!text.contains("http://"), "{text}");
 }
 
-#[tokio::test]
-async fn upstream_500_is_sanitised() {
-    let body = r#"{"error":{"message":"backend http://10.0.0.7:9000/x failed for key sk-provider-secret-0500 on 127.0.0.1","type":"server_error","code":"internal_failure"}}"#;
+async fn raw_error_upstream(status_line: &str, body: &str) -> std::net::SocketAddr {
     let response = format!(
-        "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\nset-cookie: acct=1\r\nopenai-organization: org-secret\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status_line}\r\ncontent-type: application/json\r\nset-cookie: acct=1\r\nopenai-organization: org-secret\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    let addr = raw_upstream(Box::leak(response.into_boxed_str())).await;
+    raw_upstream(Box::leak(response.into_boxed_str())).await
+}
+
+async fn keyed_gateway(addr: std::net::SocketAddr) -> TestGateway {
     let base = format!("http://{addr}/v1");
-    let gw = TestGateway::start_with_secrets(
+    TestGateway::start_with_secrets(
         parse_config(&http_provider(
             "flaky",
             &base,
@@ -402,25 +403,64 @@ async fn upstream_500_is_sanitised() {
         )),
         &[("RAMPART_TEST_KEY_500", "sk-provider-secret-0500")],
     )
+    .await
+}
+
+const SECRETS: [&str; 4] = [
+    "sk-provider-secret-0500",
+    "10.0.0.7",
+    "127.0.0.1",
+    "http://",
+];
+
+#[tokio::test]
+async fn upstream_4xx_passes_through_sanitised() {
+    // The classic: a provider echoing the key it was given, with its own URLs.
+    let addr = raw_error_upstream(
+        "401 Unauthorized",
+        r#"{"error":{"message":"Incorrect API key provided: sk-provider-secret-0500 (see http://10.0.0.7:9000/docs from 127.0.0.1)","type":"invalid_request_error","code":"invalid_api_key"}}"#,
+    )
     .await;
+    let gw = keyed_gateway(addr).await;
     let r = gw
         .chat(json!({"model":"remote-model","messages":[{"role":"user","content":"x"}]}))
         .await;
-    assert_eq!(r.status, 500);
+    // Not retried, not failed over: the upstream's status and code, cleaned.
+    assert_eq!(r.status, 401);
     assert_eq!(r.header("x-rampart-error-source"), Some("upstream"));
+    assert_eq!(r.header("x-rampart-attempts"), Some("1"));
     assert!(r.headers.get("set-cookie").is_none());
     assert!(r.headers.get("openai-organization").is_none());
     let v = r.json();
-    assert_eq!(v["error"]["type"], "server_error");
-    assert_eq!(v["error"]["code"], "internal_failure");
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    assert_eq!(v["error"]["code"], "invalid_api_key");
     let msg = v["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("failed"), "{msg}");
-    for secret in [
-        "sk-provider-secret-0500",
-        "10.0.0.7",
-        "127.0.0.1",
-        "http://",
-    ] {
+    assert!(msg.starts_with("Incorrect API key provided"), "{msg}");
+    for secret in SECRETS {
+        assert!(!r.text().contains(secret), "{secret} leaked: {}", r.text());
+    }
+}
+
+#[tokio::test]
+async fn upstream_5xx_after_retries_is_an_openai_error_without_secrets() {
+    let addr = raw_error_upstream(
+        "500 Internal Server Error",
+        r#"{"error":{"message":"backend http://10.0.0.7:9000/x failed for key sk-provider-secret-0500 on 127.0.0.1","type":"server_error","code":"internal_failure"}}"#,
+    )
+    .await;
+    let gw = keyed_gateway(addr).await;
+    let r = gw
+        .chat(json!({"model":"remote-model","messages":[{"role":"user","content":"x"}]}))
+        .await;
+    // Retried on the only candidate (3 attempts), then the upstream's status.
+    assert_eq!(r.status, 500);
+    assert_eq!(r.header("x-rampart-error-source"), Some("upstream"));
+    assert_eq!(r.header("x-rampart-attempts"), Some("3"));
+    assert!(r.headers.get("set-cookie").is_none());
+    let v = r.json();
+    assert_eq!(v["error"]["code"], "upstream_error");
+    assert!(v["error"]["message"].as_str().unwrap().contains('3'), "{v}");
+    for secret in SECRETS {
         assert!(!r.text().contains(secret), "{secret} leaked: {}", r.text());
     }
 }
@@ -452,7 +492,7 @@ fn parse_config(s: &str) -> full_gateway::GatewayConfig {
 
 #[tokio::test]
 async fn upstream_faults_map_to_openai_errors() {
-    let gw = TestGateway::start(&fast_defaults()).await;
+    let gw = TestGateway::start(&single_attempt()).await;
     let mock = gw.mock("gemini-sim");
     mock.set_fault(
         None,
@@ -579,7 +619,7 @@ async fn shutdown_lets_an_in_flight_stream_finish() {
 
 #[tokio::test]
 async fn an_open_breaker_stops_calls_to_a_failing_target_only() {
-    let gw = TestGateway::start(&fast_defaults()).await;
+    let gw = TestGateway::start(&single_attempt()).await;
     let openai = gw.mock("openai-sim");
     openai.set_fault(
         Some("gpt-4.1"),
@@ -620,7 +660,7 @@ async fn an_open_breaker_stops_calls_to_a_failing_target_only() {
 
 #[tokio::test]
 async fn a_stream_cut_mid_way_counts_against_the_breaker_at_its_end() {
-    let config = fast_defaults().replace("consecutive_failures = 5", "consecutive_failures = 2");
+    let config = single_attempt().replace("consecutive_failures = 5", "consecutive_failures = 2");
     let gw = TestGateway::start(&config).await;
     let mock = gw.mock("deepseek-sim");
     mock.set_fault(None, rampart_mock::Fault::cut_after(3));
@@ -629,7 +669,12 @@ async fn a_stream_cut_mid_way_counts_against_the_breaker_at_its_end() {
         // Headers say 200; the body breaks after three events.
         let resp = gw.post("/v1/chat/completions", body.to_string(), &[]).await;
         assert_eq!(resp.status, 200);
-        assert!(resp.body_error, "the client sees the stream break");
+        // Committed at the first content chunk: the break ends the stream with one SSE error
+        // event and no [DONE] (never a silent clean end).
+        assert!(!resp.body_error);
+        let data = sse_data(&resp.body);
+        let last: serde_json::Value = serde_json::from_str(data.last().unwrap()).unwrap();
+        assert_eq!(last["error"]["code"], "upstream_error");
         assert!(!resp.text().contains("[DONE]"));
     }
     let r = gw.chat(body).await;
@@ -671,7 +716,7 @@ async fn tenant_request_limit_caps_upstream_calls() {
 
 #[tokio::test]
 async fn per_target_limits_mirror_each_provider() {
-    let config = fast_defaults().replace(
+    let config = single_attempt().replace(
         "limits = { requests_per_minute = 500, tokens_per_minute = 800000 }",
         "limits = { requests_per_minute = 2 }",
     );
@@ -784,7 +829,7 @@ async fn tenant_concurrency_is_held_until_the_stream_ends() {
 #[tokio::test]
 async fn metrics_are_scraped_in_prometheus_text() {
     // Per-target limit of one request so a refusal is recorded too.
-    let config = fast_defaults().replace(
+    let config = single_attempt().replace(
         "limits = { requests_per_minute = 1000, tokens_per_minute = 2000000 }",
         "limits = { requests_per_minute = 1 }",
     );
@@ -826,4 +871,67 @@ async fn metrics_are_scraped_in_prometheus_text() {
     );
     // No prompt text or keys in labels.
     assert!(!text.contains("\"x\""));
+}
+
+#[tokio::test]
+async fn a_failing_primary_falls_back_to_the_next_model() {
+    let gw = TestGateway::start(&fast_defaults()).await;
+    let openai = gw.mock("openai-sim");
+    openai.set_fault(
+        Some("gpt-4.1"),
+        rampart_mock::Fault::status_code(StatusCode::SERVICE_UNAVAILABLE),
+    );
+    let r = gw.post("/v1/chat/completions", HELLO, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-rampart-attempts"), Some("2"));
+    // gpt-4.1's chain is claude-sonnet-4.5, then deepseek-v3.2.
+    assert_eq!(r.header("x-rampart-model"), Some("claude-sonnet-4.5"));
+    assert_eq!(r.header("x-rampart-provider"), Some("anthropic-sim"));
+    assert_eq!(r.json()["model"], "claude-sonnet-4.5");
+    assert_eq!(openai.calls("gpt-4.1"), 1);
+    assert_eq!(gw.mock("anthropic-sim").calls("claude-sonnet-4.5"), 1);
+
+    // A 400 is the client's problem: neither retried nor failed over.
+    openai.clear_faults();
+    // A message without a role: the provider refuses it with a 400.
+    let bad = json!({"model":"gpt-4.1","messages":[{"content":"x"}]});
+    let before = gw.mock("anthropic-sim").total_calls();
+    let r = gw.chat(bad).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.header("x-rampart-attempts"), Some("1"));
+    assert_eq!(gw.mock("anthropic-sim").total_calls(), before);
+}
+
+#[tokio::test]
+async fn a_stream_that_breaks_before_content_falls_back_cleanly() {
+    let gw = TestGateway::start(&fast_defaults()).await;
+    // The role chunk arrives, then the stream breaks: nothing the client would see yet.
+    gw.mock("gemini-sim")
+        .set_fault(None, rampart_mock::Fault::cut_after(1));
+    let body = json!({"model":"gemini-2.5-flash","stream":true,"max_tokens":6,
+        "messages":[{"role":"user","content":"x"}]});
+    let r = gw.chat(body).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-rampart-attempts"), Some("2"));
+    let data = sse_data(&r.body);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<serde_json::Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    // One answer only, entirely from the fallback model.
+    assert!(
+        chunks.iter().all(|c| c["model"] == "deepseek-v3.2"),
+        "{data:?}"
+    );
+    let roles = chunks
+        .iter()
+        .filter(|c| c["choices"][0]["delta"]["role"].is_string())
+        .count();
+    assert_eq!(roles, 1);
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text.split_whitespace().count(), 6);
 }

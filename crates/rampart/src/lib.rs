@@ -25,6 +25,12 @@ pub use rampart_ratelimit as ratelimit;
 #[cfg(feature = "ratelimit")]
 pub use rampart_ratelimit::RateLimitLayer;
 
+/// Candidate chains, retries and the streaming commit point (feature `fallback`, on by default).
+#[cfg(feature = "fallback")]
+pub use rampart_fallback as fallback;
+#[cfg(feature = "fallback")]
+pub use rampart_fallback::FallbackLayer;
+
 /// The simulated provider (feature `mock`).
 #[cfg(feature = "mock")]
 pub use rampart_mock as mock;

@@ -11,7 +11,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use rampart_circuit_breaker::{BreakerHandle, CircuitBreakerLayer};
 use rampart_core::openai::{ErrorBody, ErrorObject, ModelList, ModelObject};
 use rampart_core::tenant::AuthLayer;
-use rampart_core::{Body, BoxChatService, Edge, EdgeConfig, Tenant, VirtualKeys};
+use rampart_core::{Body, BoxChatService, Candidate, Edge, EdgeConfig, Tenant, VirtualKeys};
+use rampart_fallback::FallbackLayer;
 use rampart_mock::MockProvider;
 use rampart_ratelimit::RateLimitLayer;
 use rampart_upstream::{ProviderConfig, ProviderKind, Upstream};
@@ -125,10 +126,32 @@ pub fn build_with_secrets(
     };
     let tenant_limit = limiter(config.tenant_limits(), "rate_limits.tenant")?;
     let target_limit = limiter(config.target_limits(), "rate_limits.target")?;
+    // Candidates for a model: its catalog entry (provider, context window).
+    let catalog: Arc<BTreeMap<String, Candidate>> = Arc::new(
+        config
+            .models
+            .iter()
+            .filter_map(|m| {
+                let target = upstream.target(&m.name)?.clone();
+                let c = Candidate::new(target);
+                Some((
+                    m.name.clone(),
+                    match m.context_window {
+                        Some(w) => c.with_context_window(w),
+                        None => c,
+                    },
+                ))
+            })
+            .collect(),
+    );
+    let fallback = FallbackLayer::from_config(config.fallback_config())
+        .map_err(|e| format!("fallback: {e}"))?
+        .resolver(move |model: &str| catalog.get(model).cloned());
     let stack = ServiceBuilder::new()
         .layer(AuthLayer::new(keys.clone()))
         .option_layer(tenant_limit)
         .layer(crate::target::ResolveTargetLayer::new(upstream.clone()))
+        .layer(fallback)
         .option_layer(target_limit)
         .layer(breaker)
         .service(upstream.clone());

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rampart_circuit_breaker::CircuitBreakerConfig;
 use rampart_core::Price;
+use rampart_fallback::FallbackConfig;
 use rampart_mock::MockConfig;
 use rampart_ratelimit::{KeySource, Limits, RateLimitConfig};
 use rampart_upstream::Timeouts;
@@ -36,6 +37,10 @@ pub struct GatewayConfig {
     /// Rate limits per tenant and per target.
     #[serde(default)]
     pub rate_limits: RateLimitsConfig,
+    /// Retries and fallbacks (deadline, attempts, backoff, retry budget, stream commit); each
+    /// model's chain is its `[[models]] fallbacks`.
+    #[serde(default)]
+    pub fallback: FallbackConfig,
 }
 
 /// `[rate_limits]`.
@@ -54,6 +59,17 @@ impl GatewayConfig {
     /// configured otherwise).
     pub fn tenant_limits(&self) -> Option<RateLimitConfig> {
         self.rate_limits.tenant.clone()
+    }
+
+    /// The fallback configuration: `[fallback]` with each model's `fallbacks` as its chain.
+    pub fn fallback_config(&self) -> FallbackConfig {
+        let mut c = self.fallback.clone();
+        for m in &self.models {
+            if !m.fallbacks.is_empty() {
+                c.chains.insert(m.name.clone(), m.fallbacks.clone());
+            }
+        }
+        c
     }
 
     /// The per-target limiter's configuration: `[rate_limits.target]` with scope `target`, keyed
@@ -161,6 +177,9 @@ pub struct ModelEntry {
     /// This target's rate limits (mirror the provider's, to shed load before it answers 429).
     #[serde(default)]
     pub limits: Option<Limits>,
+    /// Models to try next, in order, when this one fails (a retryable failure only).
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
 }
 
 /// `[[virtual_keys]]`: a key's SHA-256 (hex) and its tenant. Make one with
@@ -234,6 +253,11 @@ impl GatewayConfig {
                 );
             }
         }
+        if !self.fallback.chains.is_empty() {
+            return Err("fallback.chains: set each model's chain in its [[models]] entry (`fallbacks = [..]`)".into());
+        }
+        rampart_fallback::FallbackLayer::from_config(self.fallback_config())
+            .map_err(|e| format!("fallback: {e}"))?;
         if let Some(c) = self.target_limits() {
             rampart_ratelimit::RateLimitLayer::from_config(c)
                 .map_err(|e| format!("rate_limits.target / [[models]] limits: {e}"))?;

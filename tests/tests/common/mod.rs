@@ -52,6 +52,20 @@ pub fn fast_defaults() -> String {
         .join("\n")
 }
 
+/// [`fast_defaults`] without fallback chains: each model is served by its own target only.
+pub fn no_fallbacks() -> String {
+    fast_defaults()
+        .lines()
+        .filter(|l| !l.starts_with("fallbacks = "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One attempt per request, no fallback chains: each layer's own behaviour, unretried.
+pub fn single_attempt() -> String {
+    no_fallbacks().replace("max_attempts = 3", "max_attempts = 1")
+}
+
 impl TestGateway {
     pub async fn start(toml: &str) -> Self {
         let config = GatewayConfig::parse(toml, "test config").expect("valid config");

@@ -1,0 +1,16 @@
+#![doc = include_str!("../README.md")]
+
+pub mod config;
+pub mod entry;
+mod flight;
+pub mod key;
+mod layer;
+mod service;
+pub mod store;
+
+pub use config::{CacheConfig, CacheRule, ConfigError, DEFAULT_IGNORED_FIELDS, EdgeLimits};
+pub use entry::CacheEntry;
+pub use key::{CacheKey, Canonical, KeyError, KeyRules};
+pub use layer::{CacheHandle, CacheLayer, CacheLayerBuilder};
+pub use service::Cache;
+pub use store::{CacheStore, MemoryStore, StoreError, StoreFuture, StoreStats};
