@@ -935,3 +935,131 @@ async fn a_stream_that_breaks_before_content_falls_back_cleanly() {
         .collect();
     assert_eq!(text.split_whitespace().count(), 6);
 }
+
+#[tokio::test]
+async fn deterministic_answers_are_cached_per_tenant_and_replayed_in_either_shape() {
+    let a = rampart_core::VirtualKeys::digest("sk-tenant-a");
+    let b = rampart_core::VirtualKeys::digest("sk-tenant-b");
+    let config = fast_defaults()
+        + &format!(
+            "\n[[virtual_keys]]\ntenant = \"a\"\nkey_sha256 = \"{a}\"\n\n[[virtual_keys]]\ntenant = \"b\"\nkey_sha256 = \"{b}\"\n"
+        );
+    let gw = TestGateway::start(&config).await;
+    let mock = gw.mock("deepseek-sim");
+    let ask = json!({"model":"deepseek-v3.2","temperature":0,"max_tokens":5,
+        "messages":[{"role":"user","content":"What is a gateway?"}]});
+    let as_a = [("authorization", "Bearer sk-tenant-a")];
+    let as_b = [("authorization", "Bearer sk-tenant-b")];
+
+    let first = gw
+        .post("/v1/chat/completions", ask.to_string(), &as_a)
+        .await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("x-rampart-cache"), Some("miss"));
+    // Same request, other spelling (key order, number spelling): a hit, no upstream call.
+    let respelled = r#"{"messages":[{"content":"What is a gateway?","role":"user"}], "max_tokens":5,"temperature":0.0,"model":"deepseek-v3.2"}"#;
+    let hit = gw.post("/v1/chat/completions", respelled, &as_a).await;
+    assert_eq!(hit.status, 200);
+    assert_eq!(hit.header("x-rampart-cache"), Some("hit"));
+    assert_eq!(hit.header("x-rampart-cost-usd"), Some("0"));
+    assert_eq!(hit.json()["choices"], first.json()["choices"]);
+    assert_eq!(mock.calls("deepseek-v3.2"), 1);
+
+    // Replayed as SSE for a streaming client (usage chunk only when asked).
+    let mut streamed = ask.clone();
+    streamed["stream"] = json!(true);
+    let r = gw
+        .post("/v1/chat/completions", streamed.to_string(), &as_a)
+        .await;
+    assert_eq!(r.header("x-rampart-cache"), Some("hit"));
+    let data = sse_data(&r.body);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let text: String = data[..data.len() - 1]
+        .iter()
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(
+        text,
+        first.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+    );
+    assert_eq!(mock.calls("deepseek-v3.2"), 1);
+
+    // Another tenant never sees tenant a's entry.
+    let r = gw
+        .post("/v1/chat/completions", ask.to_string(), &as_b)
+        .await;
+    assert_eq!(r.header("x-rampart-cache"), Some("miss"));
+    assert_eq!(mock.calls("deepseek-v3.2"), 2);
+
+    // Non-deterministic requests bypass the cache; no-store too.
+    let mut hot = ask.clone();
+    hot["temperature"] = json!(0.7);
+    let r = gw
+        .post("/v1/chat/completions", hot.to_string(), &as_a)
+        .await;
+    assert_eq!(r.header("x-rampart-cache"), Some("bypass"));
+    let r = gw
+        .post(
+            "/v1/chat/completions",
+            ask.to_string(),
+            &[as_a[0], ("cache-control", "no-store")],
+        )
+        .await;
+    assert_eq!(r.header("x-rampart-cache"), Some("bypass"));
+    assert_eq!(mock.calls("deepseek-v3.2"), 4);
+
+    // A tenant purges its own entries.
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let purge = http::Request::delete(gw.url("/v1/cache"))
+        .header("authorization", "Bearer sk-tenant-a")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    assert_eq!(client.request(purge).await.unwrap().status(), 200);
+    let r = gw
+        .post("/v1/chat/completions", ask.to_string(), &as_a)
+        .await;
+    assert_eq!(r.header("x-rampart-cache"), Some("miss"));
+    // Tenant b's entry survived a's purge.
+    let r = gw
+        .post("/v1/chat/completions", ask.to_string(), &as_b)
+        .await;
+    assert_eq!(r.header("x-rampart-cache"), Some("hit"));
+    assert_eq!(mock.calls("deepseek-v3.2"), 5);
+}
+
+#[tokio::test]
+async fn a_cache_hit_costs_no_tokens_against_the_tenant_limit() {
+    let gw = TestGateway::start(&with_tenant_limits("limits = { tokens_per_minute = 2000 }")).await;
+    let ask = json!({"model":"deepseek-v3.2","temperature":0,"max_tokens":500,
+        "messages":[{"role":"user","content":"cache me"}]});
+    let r = gw.chat(ask.clone()).await;
+    assert_eq!(r.header("x-rampart-cache"), Some("miss"));
+    let used = r.json()["usage"]["total_tokens"].as_u64().unwrap();
+    // Each request reserves ~520 tokens before the cache is consulted (the limiter is above it);
+    // hits settle that to zero, so five of them pass where three charged requests would not.
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let r = gw.chat(ask.clone()).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-rampart-cache"), Some("hit"));
+        // The header is taken at admission (the hit's own reservation still counted).
+        seen.push(
+            r.header("x-ratelimit-remaining-tokens")
+                .unwrap()
+                .parse::<u64>()
+                .unwrap(),
+        );
+    }
+    // Nothing accumulates: every hit sees the same budget left (refill only adds).
+    assert!(seen.windows(2).all(|w| w[1] >= w[0]), "{seen:?}");
+    assert!(seen[0] + used < 2000, "{seen:?}");
+    assert_eq!(gw.mock("deepseek-sim").calls("deepseek-v3.2"), 1);
+}

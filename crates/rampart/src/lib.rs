@@ -31,6 +31,12 @@ pub use rampart_fallback as fallback;
 #[cfg(feature = "fallback")]
 pub use rampart_fallback::FallbackLayer;
 
+/// The exact-match response cache (feature `cache`, on by default).
+#[cfg(feature = "cache")]
+pub use rampart_cache as cache;
+#[cfg(feature = "cache")]
+pub use rampart_cache::CacheLayer;
+
 /// The simulated provider (feature `mock`).
 #[cfg(feature = "mock")]
 pub use rampart_mock as mock;

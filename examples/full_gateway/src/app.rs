@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post_service};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use rampart_cache::{CacheHandle, CacheLayer};
 use rampart_circuit_breaker::{BreakerHandle, CircuitBreakerLayer};
 use rampart_core::openai::{ErrorBody, ErrorObject, ModelList, ModelObject};
 use rampart_core::tenant::AuthLayer;
@@ -35,6 +36,8 @@ pub struct Gateway {
     pub mocks: BTreeMap<String, MockProvider>,
     /// The per-target circuit breakers (state, force open, reset).
     pub breakers: BreakerHandle,
+    /// The response cache, when configured (purge, size).
+    pub cache: Option<CacheHandle>,
     /// The configuration it was built from.
     pub config: GatewayConfig,
 }
@@ -50,6 +53,7 @@ impl Gateway {
 struct AppState {
     keys: VirtualKeys,
     models: Arc<ModelList>,
+    cache: Option<CacheHandle>,
 }
 
 /// Builds the gateway, reading provider keys from the environment. Errors name the
@@ -147,9 +151,17 @@ pub fn build_with_secrets(
     let fallback = FallbackLayer::from_config(config.fallback_config())
         .map_err(|e| format!("fallback: {e}"))?
         .resolver(move |model: &str| catalog.get(model).cloned());
+    let cache = config
+        .cache
+        .clone()
+        .map(CacheLayer::from_config)
+        .transpose()
+        .map_err(|e| format!("cache: {e}"))?;
+    let cache_handle = cache.as_ref().map(CacheLayer::handle);
     let stack = ServiceBuilder::new()
         .layer(AuthLayer::new(keys.clone()))
         .option_layer(tenant_limit)
+        .option_layer(cache)
         .layer(crate::target::ResolveTargetLayer::new(upstream.clone()))
         .layer(fallback)
         .option_layer(target_limit)
@@ -177,6 +189,7 @@ pub fn build_with_secrets(
     let state = AppState {
         keys: keys.clone(),
         models,
+        cache: cache_handle.clone(),
     };
 
     let router = Router::new()
@@ -185,6 +198,10 @@ pub fn build_with_secrets(
             post_service(chat).fallback(method_not_allowed),
         )
         .route("/v1/models", get(list_models).fallback(method_not_allowed))
+        .route(
+            "/v1/cache",
+            axum::routing::delete(purge_cache).fallback(method_not_allowed),
+        )
         .route("/health", get(health))
         .route(
             "/metrics",
@@ -201,6 +218,7 @@ pub fn build_with_secrets(
         upstream,
         mocks,
         breakers,
+        cache: cache_handle,
         config,
     })
 }
@@ -264,6 +282,36 @@ async fn method_not_allowed(method: http::Method) -> Response {
         "method_not_allowed",
         format!("Method {method} is not allowed on this route."),
     )
+}
+
+/// `DELETE /v1/cache`: purges the calling tenant's cached answers (and only theirs).
+async fn purge_cache(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let tenant = match state.keys.authenticate(headers.get(header::AUTHORIZATION)) {
+        Ok(t) => t,
+        Err(e) => return e.to_response().map(axum::body::Body::new),
+    };
+    let Some(cache) = state.cache else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "cache_disabled",
+            "The response cache is not enabled on this gateway.".to_owned(),
+        );
+    };
+    match cache.purge_tenant(tenant.id()).await {
+        Ok(()) => {
+            axum::Json(serde_json::json!({"purged": true, "tenant": tenant.id()})).into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cache purge failed");
+            json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "state_store_unavailable",
+                "The cache could not be purged; retry later.".to_owned(),
+            )
+        }
+    }
 }
 
 fn render_metrics(handle: Option<metrics_exporter_prometheus::PrometheusHandle>) -> Response {

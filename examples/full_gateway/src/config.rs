@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use rampart_cache::CacheConfig;
 use rampart_circuit_breaker::CircuitBreakerConfig;
 use rampart_core::Price;
 use rampart_fallback::FallbackConfig;
@@ -41,6 +42,9 @@ pub struct GatewayConfig {
     /// model's chain is its `[[models]] fallbacks`.
     #[serde(default)]
     pub fallback: FallbackConfig,
+    /// The response cache; absent = no cache layer.
+    #[serde(default)]
+    pub cache: Option<CacheConfig>,
 }
 
 /// `[rate_limits]`.
@@ -252,6 +256,9 @@ impl GatewayConfig {
                         .into(),
                 );
             }
+        }
+        if let Some(c) = &self.cache {
+            rampart_cache::CacheLayer::from_config(c.clone()).map_err(|e| format!("cache: {e}"))?;
         }
         if !self.fallback.chains.is_empty() {
             return Err("fallback.chains: set each model's chain in its [[models]] entry (`fallbacks = [..]`)".into());
