@@ -1063,3 +1063,184 @@ async fn a_cache_hit_costs_no_tokens_against_the_tenant_limit() {
     assert!(seen[0] + used < 2000, "{seen:?}");
     assert_eq!(gw.mock("deepseek-sim").calls("deepseek-v3.2"), 1);
 }
+
+fn usage_cost(v: &serde_json::Value, price: rampart_core::Price) -> String {
+    let usage: rampart_core::Usage = serde_json::from_value(v["usage"].clone()).unwrap();
+    rampart_core::pricing::format_usd(price.cost(&usage))
+}
+
+#[tokio::test]
+async fn auto_routes_by_tier_and_every_answer_carries_its_cost() {
+    let gw = TestGateway::start(&fast_defaults()).await;
+    let simple = json!({"model":"auto","messages":[{"role":"user","content":"What is the capital of France?"}]});
+    let r = gw.chat(simple).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-rampart-route"), Some("auto:simple:cheapest"));
+    assert_eq!(r.header("x-rampart-model"), Some("deepseek-v3.2"));
+    let deepseek = rampart_core::Price {
+        input: 0.28,
+        cached_input: Some(0.028),
+        output: 0.42,
+    };
+    assert_eq!(
+        r.header("x-rampart-cost-usd").unwrap(),
+        usage_cost(&r.json(), deepseek)
+    );
+
+    let hard = json!({"model":"auto","messages":[{"role":"user","content":
+        "Prove step by step that the square root of 2 is irrational, then analyze the trade-offs of each proof technique and derive a general theorem."}]});
+    let r = gw.chat(hard).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let route = r.header("x-rampart-route").unwrap();
+    assert!(route.starts_with("auto:complex:"), "{route}");
+    assert_eq!(
+        r.header("x-rampart-model"),
+        Some("gpt-4.1"),
+        "the cheapest complex model"
+    );
+    let gpt = rampart_core::Price {
+        input: 2.0,
+        cached_input: Some(0.5),
+        output: 8.0,
+    };
+    assert_eq!(
+        r.header("x-rampart-cost-usd").unwrap(),
+        usage_cost(&r.json(), gpt)
+    );
+
+    // An explicit model is served as asked.
+    let r = gw.post("/v1/chat/completions", HELLO, &[]).await;
+    assert_eq!(r.header("x-rampart-route"), Some("explicit"));
+    assert_eq!(r.header("x-rampart-model"), Some("gpt-4.1"));
+
+    // Streams carry route and model; their cost is counted at the end of the body.
+    let before = gw.get("/v1/spend", &[]).await.json()["total_usd"]
+        .as_str()
+        .unwrap()
+        .parse::<f64>()
+        .unwrap();
+    let stream = json!({"model":"auto","stream":true,"messages":[{"role":"user","content":"Name a color."}]});
+    let r = gw.chat(stream).await;
+    assert_eq!(r.header("x-rampart-route"), Some("auto:simple:cheapest"));
+    assert_eq!(r.header("x-rampart-model"), Some("deepseek-v3.2"));
+    assert!(sse_data(&r.body).last().is_some_and(|d| d == "[DONE]"));
+    let mut after = before;
+    for _ in 0..50 {
+        after = gw.get("/v1/spend", &[]).await.json()["total_usd"]
+            .as_str()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap();
+        if after > before {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(after > before, "stream spend recorded: {before} -> {after}");
+}
+
+#[tokio::test]
+async fn budgets_downgrade_or_refuse_per_tenant() {
+    let a = rampart_core::VirtualKeys::digest("sk-frugal");
+    let b = rampart_core::VirtualKeys::digest("sk-strict");
+    // $0.001 a day each: one gpt-4.1 answer of 100 tokens (~$0.0008) fits, a second does not.
+    let config = fast_defaults()
+        + &format!(
+            r#"
+[router.budgets.tenants.frugal]
+daily_usd = 0.001
+action = "downgrade"
+
+[router.budgets.tenants.strict]
+daily_usd = 0.001
+action = "refuse"
+status = 402
+
+[[virtual_keys]]
+tenant = "frugal"
+key_sha256 = "{a}"
+
+[[virtual_keys]]
+tenant = "strict"
+key_sha256 = "{b}"
+"#
+        );
+    let gw = TestGateway::start(&config).await;
+    let ask = json!({"model":"gpt-4.1","max_tokens":100,"messages":[{"role":"user","content":"Write a haiku."}]}).to_string();
+    let frugal = [("authorization", "Bearer sk-frugal")];
+    let strict = [("authorization", "Bearer sk-strict")];
+
+    let r = gw.post("/v1/chat/completions", ask.clone(), &frugal).await;
+    assert_eq!(r.header("x-rampart-model"), Some("gpt-4.1"));
+    let r = gw.post("/v1/chat/completions", ask.clone(), &frugal).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("x-rampart-model"),
+        Some("deepseek-v3.2"),
+        "downgraded to the cheapest model"
+    );
+    assert!(
+        r.header("x-rampart-route")
+            .unwrap()
+            .ends_with(";downgraded=budget")
+    );
+
+    let r = gw.post("/v1/chat/completions", ask.clone(), &strict).await;
+    assert_eq!(r.status, 200);
+    let r = gw.post("/v1/chat/completions", ask, &strict).await;
+    assert_eq!(r.status, 402);
+    assert_eq!(r.header("x-rampart-error-source"), Some("budget"));
+    assert_eq!(r.json()["error"]["code"], "budget_exceeded");
+
+    // Each tenant sees its own spend only.
+    let spent = gw.get("/v1/spend", &strict).await.json();
+    assert_eq!(spent["tenant"], "strict");
+    assert!(
+        spent["today"]["spent_usd"]
+            .as_str()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+            <= 0.001
+    );
+}
+
+#[tokio::test]
+async fn sighup_reload_applies_a_valid_file_and_refuses_a_broken_one() {
+    let dir = std::env::temp_dir().join(format!("rampart-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, fast_defaults()).unwrap();
+    let config = full_gateway::GatewayConfig::load(&path).unwrap();
+    let gateway = full_gateway::build(config).unwrap();
+    let routing = gateway.routing.clone();
+    let price = |h: &rampart_cost_router::CostRouterHandle| {
+        h.catalog().get("deepseek-v3.2").unwrap().price.output
+    };
+    assert_eq!(price(&routing), 0.42);
+
+    // New prices take effect without rebuilding the stack.
+    std::fs::write(
+        &path,
+        fast_defaults().replace(
+            "price = { input = 0.28, cached_input = 0.028, output = 0.42 }",
+            "price = { input = 0.27, cached_input = 0.07, output = 1.10 }",
+        ),
+    )
+    .unwrap();
+    full_gateway::reload(&path, &routing).unwrap();
+    assert_eq!(price(&routing), 1.10);
+
+    // A broken file is refused, naming the problem; the running config stays.
+    std::fs::write(
+        &path,
+        fast_defaults().replace("tier = \"simple\"", "tier = \"trivial\""),
+    )
+    .unwrap();
+    let err = full_gateway::reload(&path, &routing).unwrap_err();
+    assert!(
+        err.contains("gateway.toml") && err.contains("trivial"),
+        "{err}"
+    );
+    assert_eq!(price(&routing), 1.10);
+}

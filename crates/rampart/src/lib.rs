@@ -37,6 +37,13 @@ pub use rampart_cache as cache;
 #[cfg(feature = "cache")]
 pub use rampart_cache::CacheLayer;
 
+/// Catalog, classification, routing strategies, budgets and spend (feature `cost-router`, on by
+/// default).
+#[cfg(feature = "cost-router")]
+pub use rampart_cost_router as cost_router;
+#[cfg(feature = "cost-router")]
+pub use rampart_cost_router::CostRouterLayer;
+
 /// The simulated provider (feature `mock`).
 #[cfg(feature = "mock")]
 pub use rampart_mock as mock;

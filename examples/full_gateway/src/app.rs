@@ -13,6 +13,7 @@ use rampart_circuit_breaker::{BreakerHandle, CircuitBreakerLayer};
 use rampart_core::openai::{ErrorBody, ErrorObject, ModelList, ModelObject};
 use rampart_core::tenant::AuthLayer;
 use rampart_core::{Body, BoxChatService, Candidate, Edge, EdgeConfig, Tenant, VirtualKeys};
+use rampart_cost_router::{CostRouterHandle, CostRouterLayer};
 use rampart_fallback::FallbackLayer;
 use rampart_mock::MockProvider;
 use rampart_ratelimit::RateLimitLayer;
@@ -38,6 +39,8 @@ pub struct Gateway {
     pub breakers: BreakerHandle,
     /// The response cache, when configured (purge, size).
     pub cache: Option<CacheHandle>,
+    /// The cost router (hot reload of catalog, routes and budgets; spend totals).
+    pub routing: CostRouterHandle,
     /// The configuration it was built from.
     pub config: GatewayConfig,
 }
@@ -54,6 +57,7 @@ struct AppState {
     keys: VirtualKeys,
     models: Arc<ModelList>,
     cache: Option<CacheHandle>,
+    router: CostRouterHandle,
 }
 
 /// Builds the gateway, reading provider keys from the environment. Errors name the
@@ -158,11 +162,14 @@ pub fn build_with_secrets(
         .transpose()
         .map_err(|e| format!("cache: {e}"))?;
     let cache_handle = cache.as_ref().map(CacheLayer::handle);
+    let router =
+        CostRouterLayer::from_config(config.router_config()).map_err(|e| format!("router: {e}"))?;
+    let router_handle = router.handle();
     let stack = ServiceBuilder::new()
         .layer(AuthLayer::new(keys.clone()))
         .option_layer(tenant_limit)
         .option_layer(cache)
-        .layer(crate::target::ResolveTargetLayer::new(upstream.clone()))
+        .layer(router)
         .layer(fallback)
         .option_layer(target_limit)
         .layer(breaker)
@@ -190,6 +197,7 @@ pub fn build_with_secrets(
         keys: keys.clone(),
         models,
         cache: cache_handle.clone(),
+        router: router_handle.clone(),
     };
 
     let router = Router::new()
@@ -202,6 +210,7 @@ pub fn build_with_secrets(
             "/v1/cache",
             axum::routing::delete(purge_cache).fallback(method_not_allowed),
         )
+        .route("/v1/spend", get(spend).fallback(method_not_allowed))
         .route("/health", get(health))
         .route(
             "/metrics",
@@ -219,6 +228,7 @@ pub fn build_with_secrets(
         mocks,
         breakers,
         cache: cache_handle,
+        routing: router_handle,
         config,
     })
 }
@@ -282,6 +292,35 @@ async fn method_not_allowed(method: http::Method) -> Response {
         "method_not_allowed",
         format!("Method {method} is not allowed on this route."),
     )
+}
+
+/// `GET /v1/spend`: the calling tenant's spend (never another tenant's): the total since start,
+/// and today's and this month's budget windows, in USD.
+async fn spend(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    use rampart_core::pricing::format_usd;
+    let tenant = match state.keys.authenticate(headers.get(header::AUTHORIZATION)) {
+        Ok(t) => t,
+        Err(e) => return e.to_response().map(axum::body::Body::new),
+    };
+    let total = state.router.spend(tenant.id());
+    let mut body = serde_json::json!({
+        "tenant": tenant.id(),
+        "total_usd": format_usd(total),
+    });
+    match state.router.budget(tenant.id()).await {
+        Ok(b) => {
+            body["today"] = serde_json::json!({
+                "spent_usd": format_usd(b.day_spent),
+                "reserved_usd": format_usd(b.day_reserved),
+            });
+            body["month"] = serde_json::json!({
+                "spent_usd": format_usd(b.month_spent),
+                "reserved_usd": format_usd(b.month_reserved),
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "budget store unavailable for /v1/spend"),
+    }
+    axum::Json(body).into_response()
 }
 
 /// `DELETE /v1/cache`: purges the calling tenant's cached answers (and only theirs).

@@ -7,11 +7,15 @@ use std::time::Duration;
 use rampart_cache::CacheConfig;
 use rampart_circuit_breaker::CircuitBreakerConfig;
 use rampart_core::Price;
+use rampart_cost_router::CostRouterConfig;
 use rampart_fallback::FallbackConfig;
 use rampart_mock::MockConfig;
 use rampart_ratelimit::{KeySource, Limits, RateLimitConfig};
 use rampart_upstream::Timeouts;
 use serde::Deserialize;
+
+/// The context window assumed for a model that declares none (large enough never to drop it).
+pub const UNKNOWN_CONTEXT_WINDOW: u64 = 100_000_000;
 
 /// The configuration the binary runs with when given no `--config`.
 pub const EMBEDDED_DEFAULTS: &str = include_str!("../default.toml");
@@ -45,6 +49,10 @@ pub struct GatewayConfig {
     /// The response cache; absent = no cache layer.
     #[serde(default)]
     pub cache: Option<CacheConfig>,
+    /// Routing (`auto` and named routes, strategies, content rules) and budgets. The catalog is
+    /// the `[[models]]` list (prices, tiers, context windows, fallbacks).
+    #[serde(default)]
+    pub router: CostRouterConfig,
 }
 
 /// `[rate_limits]`.
@@ -63,6 +71,45 @@ impl GatewayConfig {
     /// configured otherwise).
     pub fn tenant_limits(&self) -> Option<RateLimitConfig> {
         self.rate_limits.tenant.clone()
+    }
+
+    /// The router's configuration: `[router]` with the catalog built from `[[models]]`.
+    pub fn router_config(&self) -> CostRouterConfig {
+        use rampart_cost_router::{ModelConfig, Tier};
+        let mut c = self.router.clone();
+        c.default_catalog = false;
+        c.providers.clear();
+        c.models = self
+            .models
+            .iter()
+            .map(|m| {
+                let tier = m.tier.as_deref().and_then(|t| match t {
+                    "simple" => Some(Tier::Simple),
+                    "medium" => Some(Tier::Medium),
+                    "complex" => Some(Tier::Complex),
+                    _ => None,
+                });
+                let config = ModelConfig {
+                    provider: Some(m.provider.clone()),
+                    // A model without a price (a local server, say) costs nothing; the gateway
+                    // warns about it at start.
+                    price: Some(m.price.unwrap_or_default()),
+                    // Unknown window: never dropped for size (the provider decides).
+                    context_window: Some(m.context_window.unwrap_or(UNKNOWN_CONTEXT_WINDOW)),
+                    tier: Some(tier.unwrap_or(Tier::Medium)),
+                    capabilities: m.capabilities.clone(),
+                    enabled: None,
+                };
+                (m.name.clone(), config)
+            })
+            .collect();
+        c.fallbacks = self
+            .models
+            .iter()
+            .filter(|m| !m.fallbacks.is_empty())
+            .map(|m| (m.name.clone(), m.fallbacks.clone()))
+            .collect();
+        c
     }
 
     /// The fallback configuration: `[fallback]` with each model's `fallbacks` as its chain.
@@ -184,6 +231,10 @@ pub struct ModelEntry {
     /// Models to try next, in order, when this one fails (a retryable failure only).
     #[serde(default)]
     pub fallbacks: Vec<String>,
+    /// What the model can do (`tools`, `vision`, `json_mode`): routed requests that need a
+    /// capability prefer models that have it.
+    #[serde(default)]
+    pub capabilities: Option<Vec<String>>,
 }
 
 /// `[[virtual_keys]]`: a key's SHA-256 (hex) and its tenant. Make one with
@@ -257,6 +308,18 @@ impl GatewayConfig {
                 );
             }
         }
+        let defaults = CostRouterConfig::default();
+        if !self.router.models.is_empty()
+            || !self.router.fallbacks.is_empty()
+            || !self.router.providers.is_empty()
+            || self.router.default_catalog != defaults.default_catalog
+        {
+            return Err(
+                "router: the catalog is the [[models]] list; set models, providers and fallbacks there".into(),
+            );
+        }
+        rampart_cost_router::CostRouterLayer::from_config(self.router_config())
+            .map_err(|e| format!("router: {e}"))?;
         if let Some(c) = &self.cache {
             rampart_cache::CacheLayer::from_config(c.clone()).map_err(|e| format!("cache: {e}"))?;
         }

@@ -7,7 +7,6 @@ pub mod app;
 pub mod config;
 pub mod observe;
 pub mod server;
-pub mod target;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -115,10 +114,10 @@ pub fn main_entry() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(config, origin))
+    runtime.block_on(run(config, origin, args.config))
 }
 
-async fn run(config: GatewayConfig, origin: String) -> ExitCode {
+async fn run(config: GatewayConfig, origin: String, path: Option<PathBuf>) -> ExitCode {
     let listen = config.server.listen;
     let header_timeout = config.server.header_read_timeout;
     let grace = config.server.shutdown_grace;
@@ -157,6 +156,10 @@ async fn run(config: GatewayConfig, origin: String) -> ExitCode {
             "virtual keys loaded"
         );
     }
+    for m in gateway.config.models.iter().filter(|m| m.price.is_none()) {
+        tracing::warn!(model = %m.name, "no price configured: its requests are accounted at $0");
+    }
+    spawn_reload(path, gateway.routing.clone());
     server::serve(
         listener,
         gateway.router,
@@ -166,4 +169,43 @@ async fn run(config: GatewayConfig, origin: String) -> ExitCode {
     )
     .await;
     ExitCode::SUCCESS
+}
+
+/// On SIGHUP, re-reads the config file and applies what can change without a restart: the
+/// catalog (models, prices, tiers, context windows, fallbacks), routes, rules and budgets. A file
+/// with an error is refused with a log line naming the problem; the running config stays.
+fn spawn_reload(path: Option<PathBuf>, routing: rampart_cost_router::CostRouterHandle) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP; config reload disabled");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let Some(path) = &path else {
+                tracing::info!("SIGHUP: running on embedded defaults; nothing to reload");
+                continue;
+            };
+            match reload(path, &routing) {
+                Ok(()) => {
+                    tracing::info!(config = %path.display(), "SIGHUP: catalog, routes and budgets reloaded")
+                }
+                Err(e) => tracing::error!("SIGHUP: reload refused, the running config stays: {e}"),
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (path, routing);
+}
+
+/// Re-reads `path` and applies its routing part to `routing`.
+pub fn reload(
+    path: &std::path::Path,
+    routing: &rampart_cost_router::CostRouterHandle,
+) -> Result<(), String> {
+    let config = GatewayConfig::load(path).map_err(|e| e.to_string())?;
+    routing
+        .reload(config.router_config())
+        .map_err(|e| format!("config file {}: router: {e}", path.display()))
 }

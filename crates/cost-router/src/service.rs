@@ -1,0 +1,439 @@
+//! [`CostRouter`]: the service of [`CostRouterLayer`](crate::CostRouterLayer).
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderValue, Request, Response};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use rampart_core::error::ErrorSource;
+use rampart_core::headers::{X_RAMPART_COST_USD, X_RAMPART_MODEL, X_RAMPART_ROUTE};
+use rampart_core::pricing::format_usd;
+use rampart_core::tap::tap_response;
+use rampart_core::{
+    Body, BoxError, CompletionReport, Error, ErrorKind, MicroUsd, Price, ResponseFacts, Tenant,
+    chat_request, ensure_chat_request,
+};
+use tokio::time::Instant;
+use tower_service::Service;
+
+use crate::budget::{Periods, Reservation, ReserveOutcome, Window};
+use crate::classify::Prompt;
+use crate::config::{BudgetAction, StoreFailure};
+use crate::layer::{Shared, decision};
+use crate::router::{Compiled, GLOBAL_SCOPE, Needs, Plan, Requested, Runtime, match_rule};
+use crate::strategy::{Hints, Priority};
+
+/// The future of [`CostRouter::call`].
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
+
+/// The routing service. `poll_ready` only forwards; the decision is made in `call`.
+pub struct CostRouter<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S: Clone> Clone for CostRouter<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for CostRouter<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CostRouter")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> CostRouter<S> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S> Service<Request<Body>> for CostRouter<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> ResponseFuture {
+        // Use the service that was polled ready; leave a fresh clone in its place.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(route(self.shared.clone(), inner, req))
+    }
+}
+
+/// Picks the candidates: explicit model (+ fallbacks), or route → rules → tier → strategy.
+pub(crate) async fn decide(
+    shared: &Shared,
+    cfg: &Compiled,
+    prompt: &Prompt<'_>,
+    needs: &Needs,
+    hints: &Hints,
+) -> Result<Plan, Error> {
+    let rt = Runtime {
+        latency: &shared.latency,
+        seq: &shared.seq,
+    };
+    match cfg.lookup(prompt.chat().model())? {
+        Requested::Model(i) => cfg.plan_model(i, needs, hints),
+        Requested::Route(mut route) => {
+            let mut forced = None;
+            if !cfg.rules.is_empty() {
+                let texts = prompt.texts();
+                if let Some(rule) = match_rule(&cfg.rules, &texts) {
+                    if let Some(r) = rule.route.as_deref().and_then(|n| cfg.route(n)) {
+                        route = r;
+                    }
+                    forced = rule.tier;
+                }
+            }
+            let tier = match forced {
+                Some(t) => Some(t),
+                None if route.classify && hints.priority == Priority::Medium => {
+                    Some(shared.classifier.classify(prompt).resolve().await)
+                }
+                None => None,
+            };
+            cfg.plan_route(route, tier, needs, hints, &rt)
+        }
+    }
+}
+
+fn budget_error(
+    status: http::StatusCode,
+    scope: &str,
+    window: Window,
+    needed: MicroUsd,
+    left: MicroUsd,
+) -> Error {
+    let period = match window {
+        Window::Day => "daily",
+        Window::Month => "monthly",
+    };
+    let who = if scope == GLOBAL_SCOPE {
+        "The gateway's".to_owned()
+    } else {
+        format!(
+            "Tenant '{}'s",
+            scope.strip_prefix("tenant:").unwrap_or(scope)
+        )
+    };
+    Error::new(
+        ErrorKind::BudgetExceeded { status },
+        format!(
+            "{who} {period} spend budget is exhausted: {} USD left, this request needs about {} USD.",
+            format_usd(left),
+            format_usd(needed)
+        ),
+    )
+}
+
+/// Reserves the estimate of the plan's primary; downgrades or refuses at the limit.
+async fn reserve(
+    shared: &Shared,
+    cfg: &Compiled,
+    mut plan: Plan,
+    needs: &Needs,
+    hints: &Hints,
+    tenant: &str,
+) -> Result<(Plan, Option<Arc<Reservation>>, MicroUsd), Error> {
+    let primary = plan
+        .models
+        .first()
+        .and_then(|&i| cfg.catalog.at(i))
+        .ok_or_else(|| Error::internal("the router produced no candidate"))?;
+    let estimate = needs.estimate(primary);
+    let Some((scopes, policy)) = cfg.budgets.scopes(tenant) else {
+        return Ok((plan, None, estimate));
+    };
+    let at = Periods::at(shared.clock.now());
+    let keys: Vec<Arc<str>> = scopes.iter().map(|s| s.scope.clone()).collect();
+    let store_failed = |e: crate::budget::StoreError| -> Result<(), Error> {
+        match cfg.budgets.on_store_error {
+            StoreFailure::FailOpen => {
+                tracing::warn!(error = %e, "budget store failed; serving without a reservation (fail_open)");
+                Ok(())
+            }
+            StoreFailure::FailClosed => Err(Error::new(
+                ErrorKind::StoreUnavailable {
+                    source: ErrorSource::Budget,
+                },
+                "The budget store is unavailable; retry later.",
+            )
+            .with_cause(e)),
+        }
+    };
+    let outcome = match shared.store.reserve(&scopes, estimate, at).await {
+        Ok(o) => o,
+        Err(e) => return store_failed(e).map(|_| (plan, None, estimate)),
+    };
+    let (scope, window, mut remaining) = match outcome {
+        ReserveOutcome::Reserved => {
+            let r = Reservation::new(shared.store.clone(), keys, at, estimate);
+            return Ok((plan, Some(Arc::new(r)), estimate));
+        }
+        ReserveOutcome::Refused {
+            scope,
+            window,
+            remaining,
+        } => (scope, window, remaining),
+    };
+    if policy.action == BudgetAction::Downgrade {
+        for (i, cost) in cfg.downgrade_candidates(needs, hints) {
+            if cost > remaining {
+                break;
+            }
+            match shared.store.reserve(&scopes, cost, at).await {
+                Ok(ReserveOutcome::Reserved) => {
+                    metrics::counter!("rampart_budget_rejections_total", "action" => "downgrade")
+                        .increment(1);
+                    plan.models = vec![i];
+                    plan.route.push_str(";downgraded=budget");
+                    let r = Reservation::new(shared.store.clone(), keys, at, cost);
+                    return Ok((plan, Some(Arc::new(r)), cost));
+                }
+                Ok(ReserveOutcome::Refused { remaining: r, .. }) => remaining = r,
+                Err(e) => return store_failed(e).map(|_| (plan, None, estimate)),
+            }
+        }
+    }
+    metrics::counter!("rampart_budget_rejections_total", "action" => "refuse").increment(1);
+    Err(budget_error(
+        policy.status,
+        &scope,
+        window,
+        estimate,
+        remaining,
+    ))
+}
+
+async fn route<S>(
+    shared: Arc<Shared>,
+    mut inner: S,
+    req: Request<Body>,
+) -> Result<Response<Body>, BoxError>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    let (mut req, chat) = match chat_request(&req).cloned() {
+        Some(chat) => (req, chat),
+        None => ensure_chat_request(req, shared.edge).await?,
+    };
+    let cfg = shared.config.load_full();
+    let hints = Hints::from_headers(req.headers())?;
+    let prompt = Prompt::new(&chat);
+    let needs = Needs::of(&chat, prompt.estimated_tokens(), cfg.default_output_tokens);
+    let plan = decide(&shared, &cfg, &prompt, &needs, &hints).await?;
+    let tenant = req
+        .extensions()
+        .get::<Tenant>()
+        .cloned()
+        .unwrap_or_else(Tenant::anonymous);
+    let (plan, reservation, estimate) =
+        reserve(&shared, &cfg, plan, &needs, &hints, tenant.id()).await?;
+    let decision = decision(&cfg, &plan)?;
+    let primary = decision
+        .primary()
+        .map(|c| c.target.clone())
+        .ok_or_else(|| Error::internal("the router produced no candidate"))?;
+    if *primary.model != *chat.model() {
+        req.extensions_mut()
+            .insert(Arc::new(chat.with_model(&primary.model)));
+    }
+    let route_header = HeaderValue::from_str(&decision.route).ok();
+    req.extensions_mut().insert(primary.clone());
+    req.extensions_mut().insert(decision);
+
+    let started = Instant::now();
+    let resp = match inner.call(req).await {
+        Ok(r) => r,
+        Err(e) => {
+            // Nothing was served: release the reservation.
+            if let Some(r) = &reservation {
+                r.settle(0);
+            }
+            return Err(e.into());
+        }
+    };
+    let resp = match resp.extensions().get::<ResponseFacts>() {
+        Some(_) => resp,
+        None => {
+            let model = primary.model.clone();
+            tap_response(resp, primary.clone(), model, started, false)
+        }
+    };
+    let (mut parts, body) = resp.into_parts();
+    let Some(facts) = parts.extensions.get::<ResponseFacts>().cloned() else {
+        return Err(Error::internal("response facts missing after tap").into());
+    };
+    let success = parts.status.is_success();
+    if success {
+        shared.latency.observe(&facts.target, facts.ttfb);
+    }
+    if let Some(v) = route_header {
+        parts.headers.insert(X_RAMPART_ROUTE, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&facts.target.model) {
+        parts.headers.insert(X_RAMPART_MODEL, v);
+    }
+    let price = cfg.catalog.get(&facts.target.model).map(|m| m.price);
+    let charge = Charge {
+        success,
+        price,
+        estimate,
+    };
+    {
+        let shared = shared.clone();
+        let tenant = tenant.shared_id().clone();
+        let model = facts.target.model.clone();
+        let reservation = reservation.clone();
+        facts.completion.on_complete(move |report| {
+            let cost = charge.of(report);
+            if let Some(r) = &reservation {
+                r.settle(cost);
+            }
+            if cost > 0 {
+                shared.spend.record(&tenant, &model, cost);
+                metrics::counter!(
+                    "rampart_cost_usd_total",
+                    "tenant" => tenant.to_string(),
+                    "model" => model.to_string()
+                )
+                .increment(cost);
+            }
+        });
+    }
+    drop(reservation);
+    if !success {
+        parts
+            .headers
+            .insert(X_RAMPART_COST_USD, HeaderValue::from_static("0.000000"));
+        return Ok(Response::from_parts(parts, body));
+    }
+    if facts.stream {
+        // The cost is known only at the end: it goes to the spend totals and metrics.
+        return Ok(Response::from_parts(parts, body));
+    }
+    match buffer(body, cfg.max_json_body_bytes).await? {
+        Buffered::Full(bytes) => {
+            if let Some(report) = facts.completion.report() {
+                let cost = charge.of(&report);
+                if let Ok(v) = HeaderValue::from_str(&format_usd(cost)) {
+                    parts.headers.insert(X_RAMPART_COST_USD, v);
+                }
+            }
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+            Ok(Response::from_parts(parts, Body::from_bytes(bytes)))
+        }
+        Buffered::Partial(body) => Ok(Response::from_parts(parts, body)),
+    }
+}
+
+/// How a finished response is charged.
+#[derive(Debug, Clone, Copy)]
+struct Charge {
+    success: bool,
+    price: Option<Price>,
+    estimate: MicroUsd,
+}
+
+impl Charge {
+    /// Error statuses cost nothing; reported usage is priced at the served model's price; a
+    /// response without usage (cut, client gone, unknown served model) costs the estimate
+    /// (the reservation is kept as spent).
+    fn of(&self, report: &CompletionReport) -> MicroUsd {
+        if !self.success {
+            return 0;
+        }
+        match (&report.usage, self.price) {
+            (Some(usage), Some(price)) => price.cost(usage),
+            _ => self.estimate,
+        }
+    }
+}
+
+enum Buffered {
+    Full(Bytes),
+    Partial(Body),
+}
+
+/// Reads a JSON body whole when it is at most `limit` bytes; else returns a body that replays
+/// what was read followed by the rest.
+async fn buffer(mut body: Body, limit: usize) -> Result<Buffered, BoxError> {
+    if http_body::Body::size_hint(&body).lower() > limit as u64 {
+        return Ok(Buffered::Partial(body));
+    }
+    let mut chunks: VecDeque<Bytes> = VecDeque::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            total += data.len();
+            chunks.push_back(data);
+            if total > limit {
+                return Ok(Buffered::Partial(Body::new(Prefixed {
+                    chunks,
+                    rest: body,
+                })));
+            }
+        }
+    }
+    Ok(Buffered::Full(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop_front().unwrap_or_default(),
+        _ => {
+            let mut b = BytesMut::with_capacity(total);
+            for c in chunks {
+                b.extend_from_slice(&c);
+            }
+            b.freeze()
+        }
+    }))
+}
+
+/// Chunks already read, then the rest of the body.
+struct Prefixed {
+    chunks: VecDeque<Bytes>,
+    rest: Body,
+}
+
+impl http_body::Body for Prefixed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(c) = self.chunks.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(c))));
+        }
+        Pin::new(&mut self.rest).poll_frame(cx)
+    }
+}
