@@ -104,7 +104,10 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .and_then(|s| s.trim().parse::<f64>().ok())
         .filter(|ms| ms.is_finite() && *ms >= 0.0)
     {
-        return Some(Duration::from_secs_f64(ms / 1000.0).min(CAP));
+        // Clamp before converting: a huge value must not overflow Duration.
+        return Some(Duration::from_secs_f64(
+            (ms / 1000.0).min(CAP.as_secs_f64()),
+        ));
     }
     let v = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = v.parse::<f64>() {
@@ -170,6 +173,12 @@ mod tests {
         assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120));
         h.insert("retry-after", HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h), None);
+        // Absurd values from a provider are capped, never a panic.
+        h.insert("retry-after-ms", HeaderValue::from_static("1e30"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(86_400)));
+        h.remove("retry-after-ms");
+        h.insert("retry-after", HeaderValue::from_static("1e300"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(86_400)));
     }
 
     #[test]

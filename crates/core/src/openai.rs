@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::{self, MapAccess, Visitor};
@@ -85,7 +85,9 @@ pub struct ChatRequest {
     n: Option<u64>,
     seed: Option<i64>,
     user: Option<String>,
-    messages: OnceLock<Result<Vec<Message>, RequestError>>,
+    /// `messages` typed on first use; shared by every clone (a rewrite for upstream clones the
+    /// request: the typed messages must not be copied with it).
+    messages: Arc<OnceLock<Result<Vec<Message>, RequestError>>>,
 }
 
 impl fmt::Debug for ChatRequest {
@@ -230,7 +232,7 @@ impl ChatRequest {
             n: None,
             seed: None,
             user: None,
-            messages: OnceLock::new(),
+            messages: Arc::default(),
         };
         let mut have_model = false;
         let mut have_messages = false;
@@ -414,7 +416,7 @@ impl ChatRequest {
                 next.max_completion_tokens = typed("max_completion_tokens", raw)?
             }
             "temperature" => next.temperature = typed("temperature", raw)?,
-            "messages" => next.messages = OnceLock::new(),
+            "messages" => next.messages = Arc::default(),
             _ => {}
         }
         match next.members.iter_mut().find(|(k, _)| &**k == key) {
@@ -496,12 +498,21 @@ impl ChatRequest {
     }
 
     /// A rough prompt-token estimate: bytes of `messages` / 4, plus 4 tokens per message and 3
-    /// for the reply's priming. Types `messages` on first use (cached for every later caller);
-    /// layers that need exact counts use a tokenizer.
+    /// for the reply's priming. Does not type `messages`; layers that need exact counts use a
+    /// tokenizer.
     pub fn estimate_prompt_tokens(&self) -> u64 {
         let raw = self.messages_raw();
-        let messages = self.messages().map(|m| m.len() as u64).unwrap_or(1).max(1);
-        (raw.len() as u64).div_ceil(4) + 4 * messages + 3
+        (raw.len() as u64).div_ceil(4) + 4 * self.message_count().max(1) + 3
+    }
+
+    /// How many messages there are: from the typed messages when a layer already typed them,
+    /// else by skimming the array without building anything.
+    pub fn message_count(&self) -> u64 {
+        if let Some(Ok(m)) = self.messages.get() {
+            return m.len() as u64;
+        }
+        serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(self.messages_raw())
+            .map_or(1, |v| v.len() as u64)
     }
 }
 

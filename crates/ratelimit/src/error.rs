@@ -35,6 +35,12 @@ pub enum ConfigError {
     /// The scope label is empty.
     #[error("scope must not be empty")]
     EmptyScope,
+    /// Per-model limits with a key that does not include the model: every model would share one
+    /// bucket per key, rescaled to whichever model came last.
+    #[error(
+        "models: per-model limits need a key that includes the model (key = \"tenant_model\" or \"target\")"
+    )]
+    ModelsNeedModelKey,
 }
 
 /// `x-ratelimit-limit-requests`.

@@ -249,7 +249,13 @@ impl RateLimitLayerBuilder {
         }
         let extractor = match self.extractor.take() {
             Some(e) => e,
-            None => c.key.extractor()?,
+            None => {
+                if !c.models.is_empty() && matches!(c.key, KeySource::Tenant | KeySource::Header(_))
+                {
+                    return Err(ConfigError::ModelsNeedModelKey);
+                }
+                c.key.extractor()?
+            }
         };
         Ok(RateLimitLayer {
             shared: Arc::new(self.into_shared(extractor)),

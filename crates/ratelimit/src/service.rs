@@ -169,6 +169,22 @@ struct Guard {
     admitted: Admitted,
     permit: Option<Permit>,
     reservation: Option<TokenReservation>,
+    /// The request unit charged to the requests bucket, to give back when the request never
+    /// reached an upstream.
+    request_unit: Option<RequestUnit>,
+}
+
+/// One request charged to a key's requests bucket.
+struct RequestUnit {
+    store: Arc<dyn crate::store::RateLimitStore>,
+    key: Arc<str>,
+    rate: crate::store::Rate,
+}
+
+impl RequestUnit {
+    fn refund(self) {
+        self.store.refund_request(&self.key, &self.rate);
+    }
 }
 
 impl Guard {
@@ -194,6 +210,14 @@ impl Guard {
             }
             _ => None,
         };
+        let request_unit = match plan.quota.requests {
+            Some(rate) if charged => Some(RequestUnit {
+                store: shared.store.clone(),
+                key: plan.key.clone(),
+                rate,
+            }),
+            _ => None,
+        };
         let permit = (charged && plan.quota.concurrency.is_some())
             .then(|| Permit::new(shared.store.clone(), plan.key));
         (
@@ -202,6 +226,7 @@ impl Guard {
                 admitted,
                 permit,
                 reservation,
+                request_unit,
             },
         )
     }
@@ -212,20 +237,35 @@ impl Guard {
             admitted,
             permit,
             reservation,
+            request_unit,
         } = self;
         let mut resp = match result {
             Ok(resp) => resp,
             Err(e) => {
-                // A refusal below (open breaker, another limiter) never reached the upstream.
-                if find_error(&e).is_some_and(Error::is_refusal)
-                    && let Some(r) = &reservation
-                {
-                    r.settle(0);
+                // A refusal below (open breaker, another limiter, a budget) or the gateway's own
+                // error (unknown model, bad request, internal) never reached an upstream: the
+                // request and its tokens are given back. Upstream failures stay charged.
+                let never_sent = find_error(&e).is_some_and(|e| {
+                    e.is_refusal() || e.source_tag() == rampart_core::ErrorSource::Gateway
+                });
+                if never_sent {
+                    if let Some(r) = &reservation {
+                        r.settle(0);
+                    }
+                    if let Some(u) = request_unit {
+                        u.refund();
+                    }
                 }
                 // The slot is released (permit dropped); any other reservation stays charged.
                 return Err(e);
             }
         };
+        // An upstream that answered with an error status bills no tokens.
+        if !resp.status().is_success()
+            && let Some(r) = &reservation
+        {
+            r.settle(0);
+        }
         match &admitted {
             Admitted::Yes(snapshot) => insert_ratelimit_headers(resp.headers_mut(), snapshot),
             Admitted::Degraded => {

@@ -59,6 +59,15 @@ fn full_toml() {
     assert_eq!(c.queue.max_wait, Duration::from_millis(1500));
     assert_eq!(c.edge.max_body_bytes, 1000);
     assert_eq!(c.on_store_error, StoreFailure::FailClosed);
+    // Per-model limits under a key without the model would share one bucket: refused.
+    assert!(matches!(
+        RateLimitLayer::from_config(c.clone()),
+        Err(ConfigError::ModelsNeedModelKey)
+    ));
+    let c = RateLimitConfig {
+        key: KeySource::TenantModel,
+        ..c
+    };
     let layer = RateLimitLayer::from_config(c).unwrap();
     assert_eq!(layer.scope(), "target");
 

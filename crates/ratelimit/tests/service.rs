@@ -733,6 +733,7 @@ impl RateLimitStore for DownStore {
         Box::pin(async { Err(StoreError("connection refused".into())) })
     }
     fn settle(&self, _: &str, _: &rampart_ratelimit::Rate, _: u64, _: u64) {}
+    fn refund_request(&self, _: &str, _: &rampart_ratelimit::Rate) {}
     fn release(&self, _: &str) {}
 }
 
@@ -830,4 +831,67 @@ async fn tenant_extension_is_what_new_keys_on() {
     )
     .await;
     refused(&mut svc, &mut h, req_for(Some("t1"), &body("m", "x", None))).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn refusals_below_give_the_request_back() {
+    // An open breaker below refuses twice: no upstream call, so no request is spent.
+    let (mut svc, mut h) = spawn(RateLimitLayer::new(Limits::none().requests_per_minute(2)));
+    for _ in 0..2 {
+        tokio_test::assert_ready_ok!(svc.poll_ready());
+        let task = tokio::spawn(svc.call(req(None)));
+        let (_r, send) = h.next_request().await.unwrap();
+        send.send_error(Error::circuit_open("p/m", Duration::from_secs(5)));
+        assert!(task.await.unwrap().is_err());
+    }
+    let r = ok(&mut svc, &mut h, req(None), json_response(1)).await;
+    assert_eq!(header(&r, "x-ratelimit-remaining-requests"), "1");
+    // An upstream failure did reach the provider: it stays spent.
+    tokio_test::assert_ready_ok!(svc.poll_ready());
+    let task = tokio::spawn(svc.call(req(None)));
+    let (_r, send) = h.next_request().await.unwrap();
+    send.send_error("connection reset");
+    assert!(task.await.unwrap().is_err());
+    refused(&mut svc, &mut h, req(None)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_gateways_own_errors_below_refund_the_tokens() {
+    let (mut svc, mut h) = spawn(tpm(1000));
+    // An unknown model answered by the router below: nothing reached a provider.
+    tokio_test::assert_ready_ok!(svc.poll_ready());
+    let task = tokio::spawn(svc.call(req(Some(600))));
+    let (_r, send) = h.next_request().await.unwrap();
+    send.send_error(Error::model_not_found("typo", ["m"]));
+    let err = task.await.unwrap().unwrap_err();
+    assert_eq!(downcast(err).status(), StatusCode::NOT_FOUND);
+    // The same request again fits: the first one's 600+ tokens were given back.
+    let r = ok(&mut svc, &mut h, req(Some(600)), json_response(1)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_upstream_error_status_bills_no_tokens() {
+    let (mut svc, mut h) = spawn(tpm(1000));
+    let failed = {
+        let resp = Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .header("content-type", "application/json")
+            .body(Body::from(
+                r#"{"error":{"message":"overloaded","type":"server_error"}}"#,
+            ))
+            .unwrap();
+        rampart_core::tap::tap_response(
+            resp,
+            Target::new("p", "m"),
+            "m".into(),
+            Instant::now(),
+            false,
+        )
+    };
+    let r = ok(&mut svc, &mut h, req(Some(600)), failed).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    drain(r).await;
+    let r = ok(&mut svc, &mut h, req(Some(600)), json_response(1)).await;
+    assert_eq!(r.status(), StatusCode::OK);
 }

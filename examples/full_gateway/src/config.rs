@@ -301,7 +301,9 @@ impl GatewayConfig {
                         .into(),
                 );
             }
-            if t.scope != RateLimitConfig::default().scope || t.key != KeySource::default() {
+            let scope_ok = t.scope == RateLimitConfig::default().scope || t.scope == "target";
+            let key_ok = t.key == KeySource::default() || t.key == KeySource::Target;
+            if !(scope_ok && key_ok) {
                 return Err(
                     "rate_limits.target: `scope` and `key` are fixed (\"target\") for the per-target limiter"
                         .into(),

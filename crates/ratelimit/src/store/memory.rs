@@ -380,6 +380,16 @@ impl RateLimitStore for MemoryStore {
         }
     }
 
+    fn refund_request(&self, key: &str, rate: &Rate) {
+        let now = self.now();
+        let mut shard = self.shard(key);
+        // A key that was swept is full: a refund to it changes nothing.
+        if let Some(st) = shard.map.get_mut(key) {
+            st.requests.refund(now, rate, 1);
+            st.changed();
+        }
+    }
+
     fn release(&self, key: &str) {
         let mut shard = self.shard(key);
         if let Some(st) = shard.map.get_mut(key) {

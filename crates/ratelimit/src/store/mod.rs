@@ -172,6 +172,11 @@ pub trait RateLimitStore: Send + Sync + 'static {
     /// charges the overage. Called at most once per reservation.
     fn settle(&self, key: &str, rate: &Rate, reserved: u64, actual: u64);
 
+    /// Gives back the one request `acquire` charged to the requests bucket (`rate` is that
+    /// bucket's rate): the request never reached an upstream (refused or failed inside the
+    /// gateway below this limiter).
+    fn refund_request(&self, key: &str, rate: &Rate);
+
     /// Frees a concurrency slot taken by `acquire`.
     fn release(&self, key: &str);
 
@@ -209,6 +214,9 @@ impl<T: RateLimitStore + ?Sized> RateLimitStore for std::sync::Arc<T> {
     }
     fn settle(&self, key: &str, rate: &Rate, reserved: u64, actual: u64) {
         (**self).settle(key, rate, reserved, actual);
+    }
+    fn refund_request(&self, key: &str, rate: &Rate) {
+        (**self).refund_request(key, rate);
     }
     fn release(&self, key: &str) {
         (**self).release(key);
