@@ -1212,7 +1212,7 @@ async fn sighup_reload_applies_a_valid_file_and_refuses_a_broken_one() {
     let path = dir.join("gateway.toml");
     std::fs::write(&path, fast_defaults()).unwrap();
     let config = full_gateway::GatewayConfig::load(&path).unwrap();
-    let gateway = full_gateway::build(config).unwrap();
+    let gateway = full_gateway::build(config.clone()).unwrap();
     let routing = gateway.routing.clone();
     let price = |h: &rampart_cost_router::CostRouterHandle| {
         h.catalog().get("deepseek-v3.2").unwrap().price.output
@@ -1228,7 +1228,7 @@ async fn sighup_reload_applies_a_valid_file_and_refuses_a_broken_one() {
         ),
     )
     .unwrap();
-    full_gateway::reload(&path, &routing).unwrap();
+    let running = full_gateway::reload(&path, &config, &routing).unwrap();
     assert_eq!(price(&routing), 1.10);
 
     // A broken file is refused, naming the problem; the running config stays.
@@ -1237,10 +1237,19 @@ async fn sighup_reload_applies_a_valid_file_and_refuses_a_broken_one() {
         fast_defaults().replace("tier = \"simple\"", "tier = \"trivial\""),
     )
     .unwrap();
-    let err = full_gateway::reload(&path, &routing).unwrap_err();
+    let err = full_gateway::reload(&path, &running, &routing).unwrap_err();
     assert!(
         err.contains("gateway.toml") && err.contains("trivial"),
         "{err}"
     );
     assert_eq!(price(&routing), 1.10);
+
+    // Moving a model to another provider needs a restart (the upstream is not rebuilt).
+    std::fs::write(
+        &path,
+        fast_defaults().replace("provider = \"deepseek-sim\"", "provider = \"gemini-sim\""),
+    )
+    .unwrap();
+    let err = full_gateway::reload(&path, &running, &routing).unwrap_err();
+    assert!(err.contains("restart"), "{err}");
 }

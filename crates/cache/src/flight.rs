@@ -29,7 +29,9 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
-use rampart_core::headers::{X_RAMPART_CACHE, X_RAMPART_MODEL, X_RAMPART_PROVIDER};
+use rampart_core::headers::{
+    X_RAMPART_CACHE, X_RAMPART_MODEL, X_RAMPART_PROVIDER, X_RAMPART_ROUTE,
+};
 use rampart_core::tap::is_event_stream;
 use rampart_core::{Body, BoxError, Error, ErrorKind, ResponseFacts, error_response};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -261,6 +263,14 @@ where
         return;
     }
 
+    // An answer a budget downgraded is not what this request asks for in general: serve it,
+    // share it with the waiters, but do not keep it.
+    let downgraded = parts
+        .headers
+        .get(X_RAMPART_ROUTE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|r| r.contains("downgraded="));
+    let ttl = if downgraded { None } else { ttl };
     let facts = parts.extensions.get::<ResponseFacts>().cloned();
     let sse = is_event_stream(&parts.headers);
     let model = parts.headers.get(X_RAMPART_MODEL).cloned().or_else(|| {

@@ -94,6 +94,29 @@ impl Canonical {
     pub fn key(&self, namespace: impl Into<std::sync::Arc<str>>) -> CacheKey {
         CacheKey::new(namespace, self.hash)
     }
+
+    /// Folds request inputs that are not in the body but change which model answers (the
+    /// routing hint headers) into the canonical form and the hash. Pairs with an empty value are
+    /// skipped; with none left the canonical form is unchanged.
+    pub fn with_context(self, context: &[(&str, &str)]) -> Self {
+        let present: Vec<&(&str, &str)> = context.iter().filter(|(_, v)| !v.is_empty()).collect();
+        if present.is_empty() {
+            return self;
+        }
+        let mut out = self.bytes.to_vec();
+        for (name, value) in present {
+            // After the object and its target line: cannot collide with any member.
+            out.push(b'\n');
+            write_str(&mut out, name);
+            out.push(b'=');
+            write_str(&mut out, value.trim());
+        }
+        let hash = *blake3::hash(&out).as_bytes();
+        Canonical {
+            bytes: Bytes::from(out),
+            hash,
+        }
+    }
 }
 
 /// Which members stay out of the key.

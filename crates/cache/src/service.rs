@@ -156,7 +156,8 @@ impl Shared {
             .rules
             .canonicalize(chat, req.extensions().get::<Target>())
         {
-            Ok(c) => c,
+            // The routing hints pick the model for routed requests: part of the key.
+            Ok(c) => c.with_context(&routing_hints(req.headers())),
             Err(e) => {
                 tracing::debug!(error = %e, "not cached");
                 return Decision::Bypass;
@@ -294,7 +295,10 @@ where
                     {
                         return Ok(shared.hit(&entry, &req, &chat));
                     }
-                    Some(Outcome::Error(reply)) => {
+                    // The leader's error is shared only within one tenant: in a shared
+                    // namespace it may be another tenant's refusal (its budget, its limit) —
+                    // then go upstream alone.
+                    Some(Outcome::Error(reply)) if shared.namespace.is_none() => {
                         Status::Miss.count();
                         let mut resp = reply.response();
                         resp.headers_mut()
@@ -321,4 +325,22 @@ where
         },
     )
     .await
+}
+
+/// The request headers a router below reads to pick a model (DESIGN §4 request headers).
+fn routing_hints(headers: &http::HeaderMap) -> [(&'static str, &str); 3] {
+    use rampart_core::headers::{
+        X_RAMPART_LATENCY_BUDGET_MS, X_RAMPART_MAX_PRICE, X_RAMPART_PRIORITY,
+    };
+    let get = |name: &http::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
+    [
+        ("priority", get(&X_RAMPART_PRIORITY)),
+        ("max-price", get(&X_RAMPART_MAX_PRICE)),
+        ("latency-budget-ms", get(&X_RAMPART_LATENCY_BUDGET_MS)),
+    ]
 }

@@ -496,3 +496,112 @@ fn services_are_clone_send_sync_with_send_futures() {
     let fut = tower::Service::call(&mut svc, req(&body("m1", "x"), "t"));
     future_is_send(&fut);
 }
+
+#[tokio::test]
+async fn routing_hints_are_part_of_the_key() {
+    let s = setup(CacheLayer::default());
+    let b = body("m1", "hint me");
+    let (status, _, _) =
+        roundtrip(&s.svc, req_with(&b, "t", &[("x-rampart-priority", "low")])).await;
+    assert_eq!(status, "miss");
+    let (status, _, _) =
+        roundtrip(&s.svc, req_with(&b, "t", &[("x-rampart-priority", "low")])).await;
+    assert_eq!(status, "hit");
+    // Another priority may route to another model: not the same answer.
+    let (status, _, _) =
+        roundtrip(&s.svc, req_with(&b, "t", &[("x-rampart-priority", "high")])).await;
+    assert_eq!(status, "miss");
+    let (status, _, _) =
+        roundtrip(&s.svc, req_with(&b, "t", &[("x-rampart-max-price", "1")])).await;
+    assert_eq!(status, "miss");
+    // No hints at all is its own key.
+    let (status, _, _) = roundtrip(&s.svc, req(&b, "t")).await;
+    assert_eq!(status, "miss");
+    assert_eq!(s.mock.calls("m1"), 4);
+}
+
+#[tokio::test]
+async fn a_budget_downgraded_answer_is_served_but_not_kept() {
+    use rampart_core::{Body, BoxError};
+    use tower::{Layer, ServiceExt};
+    let layer = CacheLayer::default();
+    let mock = rampart_mock::MockProvider::new(Default::default());
+    let upstream = rampart_upstream::Upstream::builder()
+        .service_provider("sim", mock.service(), timeouts())
+        .model("m2", "sim", None)
+        .build()
+        .unwrap();
+    // A router below that downgraded this request for budget.
+    let downgrading = tower::service_fn(move |r: http::Request<Body>| {
+        let upstream = upstream.clone();
+        async move {
+            let mut resp = upstream.oneshot(r).await?;
+            resp.headers_mut().insert(
+                "x-rampart-route",
+                http::HeaderValue::from_static("explicit;downgraded=budget"),
+            );
+            Ok::<_, BoxError>(resp)
+        }
+    });
+    let svc = layer.layer(downgrading);
+    let b = body("m2", "downgrade me");
+    for _ in 0..2 {
+        let resp = svc.clone().oneshot(req(&b, "t")).await.unwrap();
+        assert_eq!(resp.headers()["x-rampart-cache"], "miss");
+        resp.into_body().collect().await.unwrap();
+    }
+    assert_eq!(mock.calls("m2"), 2);
+}
+
+#[tokio::test]
+async fn a_shared_namespace_never_hands_one_tenants_error_to_another() {
+    use rampart_core::{Body, BoxError, Error, ErrorKind, Tenant};
+    use std::sync::Arc;
+    use tower::{Layer, ServiceExt};
+    let layer = CacheLayer::builder().namespace("shared").build().unwrap();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let g = gate.clone();
+    let svc = layer.layer(tower::service_fn(move |r: http::Request<Body>| {
+        let g = g.clone();
+        async move {
+            let tenant = r.extensions().get::<Tenant>().cloned().unwrap();
+            if tenant.id() == "acme" {
+                g.notified().await;
+                return Err::<http::Response<Body>, BoxError>(Box::new(Error::new(
+                    ErrorKind::BudgetExceeded {
+                        status: StatusCode::TOO_MANY_REQUESTS,
+                    },
+                    "Tenant 'acme' is out of budget",
+                )));
+            }
+            Ok(http::Response::builder()
+                .status(StatusCode::SERVICE_UNAVAILABLE)
+                .body(Body::from("{}"))
+                .unwrap())
+        }
+    }));
+    let b = body("m1", "shared");
+    let a = tokio::spawn(svc.clone().oneshot(req(&b, "acme")));
+    // Let acme's call become the flight's leader, then globex joins it.
+    while layer.handle().flights() == 0 {
+        tokio::task::yield_now().await;
+    }
+    let waiter = tokio::spawn(svc.clone().oneshot(req(&b, "globex")));
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    gate.notify_one();
+    assert!(a.await.unwrap().is_err());
+    // globex went upstream itself: its own answer, not acme's budget error.
+    let resp = waiter.await.unwrap().unwrap();
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(!text.contains("acme"), "{text}");
+}

@@ -272,6 +272,10 @@ where
     req.extensions_mut().insert(decision);
 
     let started = Instant::now();
+    // Until a response head arrives nothing has been served: if the client leaves while the
+    // call (and any fallback retries) is still running, the reservation is released, not
+    // charged.
+    let unserved = ReleaseUnlessServed(reservation.clone());
     let resp = match inner.call(req).await {
         Ok(r) => r,
         Err(e) => {
@@ -282,6 +286,7 @@ where
             return Err(e.into());
         }
     };
+    unserved.served();
     let resp = match resp.extensions().get::<ResponseFacts>() {
         Some(_) => resp,
         None => {
@@ -435,5 +440,23 @@ impl http_body::Body for Prefixed {
             return Poll::Ready(Some(Ok(Frame::data(c))));
         }
         Pin::new(&mut self.rest).poll_frame(cx)
+    }
+}
+
+/// Releases a budget reservation when dropped before [`served`](Self::served): the request
+/// ended (the client left) before any response head.
+struct ReleaseUnlessServed(Option<Arc<Reservation>>);
+
+impl ReleaseUnlessServed {
+    fn served(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for ReleaseUnlessServed {
+    fn drop(&mut self) {
+        if let Some(r) = self.0.take() {
+            r.settle(0);
+        }
     }
 }

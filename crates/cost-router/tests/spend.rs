@@ -269,6 +269,37 @@ async fn a_dropped_response_keeps_the_reservation_as_spent() {
 }
 
 #[tokio::test]
+async fn a_client_gone_before_any_response_releases_the_reservation() {
+    let mut cfg = CostRouterConfig::default();
+    cfg.budgets.default = Some(BudgetLimit::daily(1.0));
+    let layer = CostRouterLayer::from_config(cfg).unwrap();
+    // An upstream (or a fallback loop) that has not answered yet.
+    let hanging = tower::service_fn(|_req: http::Request<Body>| async {
+        std::future::pending::<Result<Response<Body>, BoxError>>().await
+    });
+    let svc = layer.layer(hanging);
+    let call = tokio::spawn(svc.oneshot(req_for(Some("g"), &body("gpt-4.1", "hi", Some(10)))));
+    // Wait until the reservation is in place, then the client leaves.
+    let mut reserved = 0;
+    for _ in 0..100 {
+        reserved = layer.handle().budget("g").await.unwrap().day_reserved;
+        if reserved > 0 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(reserved > 0, "reserved while in flight");
+    call.abort();
+    let _ = call.await;
+    let b = layer.handle().budget("g").await.unwrap();
+    assert_eq!(
+        (b.day_spent, b.day_reserved),
+        (0, 0),
+        "nothing served, nothing spent"
+    );
+}
+
+#[tokio::test]
 async fn hot_reload_applies_valid_and_keeps_old_on_error() {
     let (layer, _mock, svc) = setup(CostRouterConfig::default());
     let handle = layer.handle();

@@ -751,6 +751,12 @@ where
                 });
                 if retries < config.retries_per_candidate || is_last {
                     let wait = delay(&shared, retries, retry_after);
+                    if !is_last && Instant::now() + wait >= deadline {
+                        // This candidate's wait does not fit; the next one needs none.
+                        i += 1;
+                        retries = 0;
+                        continue;
+                    }
                     if !may_retry(&shared, &tally, deadline, wait) {
                         break;
                     }

@@ -285,6 +285,30 @@ async fn retries_per_candidate_before_moving_on() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_retry_wait_that_does_not_fit_moves_to_the_next_candidate_at_once() {
+    // `a` asks for 30 s; the deadline is 10 s: no retry on `a`, but `b` needs no wait.
+    let (svc, log) = scripted(|m, _| {
+        if m == "a" {
+            Reply::Status(503, Some(Duration::from_secs(30)))
+        } else {
+            Reply::Ok
+        }
+    });
+    let layer = builder()
+        .retries_per_candidate(1)
+        .deadline(Duration::from_secs(10))
+        .chain("a", ["b"])
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let resp = call(&layer, svc, request("a")).await.unwrap();
+    assert_eq!(log.models(), ["a", "b"]);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(header(&resp, "x-rampart-attempts"), "2");
+    assert_eq!(header(&resp, "x-rampart-model"), "b");
+}
+
+#[tokio::test(start_paused = true)]
 async fn max_attempts_bounds_the_attempts_and_all_failed_names_them() {
     let (svc, log) = scripted(|_, _| Reply::Status(500, None));
     let layer = builder().max_attempts(4).build().unwrap();

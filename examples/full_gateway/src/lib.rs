@@ -159,7 +159,7 @@ async fn run(config: GatewayConfig, origin: String, path: Option<PathBuf>) -> Ex
     for m in gateway.config.models.iter().filter(|m| m.price.is_none()) {
         tracing::warn!(model = %m.name, "no price configured: its requests are accounted at $0");
     }
-    spawn_reload(path, gateway.routing.clone());
+    spawn_reload(path, gateway.config.clone(), gateway.routing.clone());
     server::serve(
         listener,
         gateway.router,
@@ -172,9 +172,15 @@ async fn run(config: GatewayConfig, origin: String, path: Option<PathBuf>) -> Ex
 }
 
 /// On SIGHUP, re-reads the config file and applies what can change without a restart: the
-/// catalog (models, prices, tiers, context windows, fallbacks), routes, rules and budgets. A file
-/// with an error is refused with a log line naming the problem; the running config stays.
-fn spawn_reload(path: Option<PathBuf>, routing: rampart_cost_router::CostRouterHandle) {
+/// catalog's prices, tiers, context windows, capabilities and fallbacks, routes, rules and
+/// budgets. A file with an error, or one that changes what needs a restart (providers, the
+/// model list and each model's provider or upstream name), is refused with a log line naming the
+/// problem; the running config stays.
+fn spawn_reload(
+    path: Option<PathBuf>,
+    running: GatewayConfig,
+    routing: rampart_cost_router::CostRouterHandle,
+) {
     #[cfg(unix)]
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -182,30 +188,61 @@ fn spawn_reload(path: Option<PathBuf>, routing: rampart_cost_router::CostRouterH
             tracing::warn!("cannot listen for SIGHUP; config reload disabled");
             return;
         };
+        let mut running = running;
         while hup.recv().await.is_some() {
             let Some(path) = &path else {
                 tracing::info!("SIGHUP: running on embedded defaults; nothing to reload");
                 continue;
             };
-            match reload(path, &routing) {
-                Ok(()) => {
-                    tracing::info!(config = %path.display(), "SIGHUP: catalog, routes and budgets reloaded")
+            match reload(path, &running, &routing) {
+                Ok(next) => {
+                    running = next;
+                    tracing::info!(config = %path.display(), "SIGHUP: catalog, routes and budgets reloaded");
                 }
                 Err(e) => tracing::error!("SIGHUP: reload refused, the running config stays: {e}"),
             }
         }
     });
     #[cfg(not(unix))]
-    let _ = (path, routing);
+    let _ = (path, running, routing);
 }
 
-/// Re-reads `path` and applies its routing part to `routing`.
+/// Re-reads `path` and applies its routing part to `routing`, if it changes nothing that needs a
+/// restart compared with `running`. Returns the new configuration.
 pub fn reload(
     path: &std::path::Path,
+    running: &GatewayConfig,
     routing: &rampart_cost_router::CostRouterHandle,
-) -> Result<(), String> {
+) -> Result<GatewayConfig, String> {
     let config = GatewayConfig::load(path).map_err(|e| e.to_string())?;
+    let wiring = |c: &GatewayConfig| {
+        let providers: Vec<_> = c
+            .providers
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    p.kind,
+                    p.base_url.clone(),
+                    p.api_key_env.clone(),
+                )
+            })
+            .collect();
+        let models: Vec<_> = c
+            .models
+            .iter()
+            .map(|m| (m.name.clone(), m.provider.clone(), m.upstream_name.clone()))
+            .collect();
+        (providers, models)
+    };
+    if wiring(&config) != wiring(running) {
+        return Err(format!(
+            "config file {}: providers, the model list and each model's provider or upstream_name change only with a restart",
+            path.display()
+        ));
+    }
     routing
         .reload(config.router_config())
-        .map_err(|e| format!("config file {}: router: {e}", path.display()))
+        .map_err(|e| format!("config file {}: router: {e}", path.display()))?;
+    Ok(config)
 }
