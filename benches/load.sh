@@ -26,7 +26,16 @@ trap cleanup EXIT
 
 taskset -c 1 target/release/examples/mock_server --listen "127.0.0.1:$mport" --threads 1 >"$work/mock.log" 2>&1 &
 pids+=($!)
+# The full stack in memory: tenant limits, cache, router, fallback, per-target limits, breaker.
+# Limits are set high enough never to refuse; the request has no temperature, so the cache
+# computes its decision and bypasses.
 cat >"$work/gateway.toml" <<TOML
+[rate_limits.tenant]
+limits = { requests_per_minute = 100000000, tokens_per_minute = 100000000000, concurrency = 100000 }
+
+[cache]
+ttl = "10m"
+
 [[providers]]
 name = "sim-http"
 kind = "openai"
@@ -35,6 +44,10 @@ base_url = "http://127.0.0.1:$mport/v1"
 [[models]]
 name = "gpt-4.1"
 provider = "sim-http"
+price = { input = 2.00, cached_input = 0.50, output = 8.00 }
+context_window = 128000
+tier = "complex"
+limits = { requests_per_minute = 100000000, tokens_per_minute = 100000000000 }
 TOML
 RUST_LOG=warn taskset -c 0 target/release/full_gateway --config "$work/gateway.toml" --listen "127.0.0.1:$gport" >"$work/gw.log" 2>&1 &
 gpid=$!
