@@ -1,9 +1,11 @@
 //! Single-flight and the fill task.
 //!
 //! Every miss that may be stored runs its upstream call in a spawned task (the *fill task*),
-//! which reads the upstream body to its end, forwarding each frame to the client at once through
-//! an unbounded channel (the client is never held back, and a slow client never holds back the
-//! fill) and assembling the answer as it passes. The call therefore survives its client leaving.
+//! which reads the upstream body to its end, forwarding each frame to the client through a
+//! bounded channel and assembling the answer as it passes. The call therefore survives its client
+//! leaving. A client that reads slowly slows the fill to its pace (like any proxy, and memory stays
+//! bounded); a client that stops reading for [`CLIENT_STALL`] is given up on (its body ends with
+//! an error) and the fill goes on without it.
 //!
 //! Concurrent identical misses (same namespace and canonical hash) share one fill: the first is
 //! the leader, the others wait on a `watch` channel, bounded by `flight_timeout`, for the
@@ -20,7 +22,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -283,10 +285,13 @@ where
             .as_ref()
             .and_then(|f| HeaderValue::from_str(&f.target.provider).ok())
     });
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::channel(FORWARD_BUFFER);
+    let mut tx = Some(tx);
+    let stalled = Arc::new(AtomicBool::new(false));
     let ended = http_body::Body::is_end_stream(&body);
     let client_body = ChannelBody {
         rx,
+        stalled: stalled.clone(),
         done: ended,
         hint: http_body::Body::size_hint(&body),
     };
@@ -302,14 +307,14 @@ where
                 None => break,
                 Some(Err(e)) => {
                     ok = false;
-                    let _ = tx.send(Err(e));
+                    forward(&mut tx, &stalled, Err(e)).await;
                     break;
                 }
                 Some(Ok(frame)) => {
                     let last = http_body::Body::is_end_stream(&body);
                     let data = frame.data_ref().cloned();
                     // The client first; a client that left is no reason to stop.
-                    let _ = tx.send(Ok((frame, last)));
+                    forward(&mut tx, &stalled, Ok((frame, last))).await;
                     if let Some(d) = data {
                         asm.push(&d);
                     }
@@ -359,9 +364,44 @@ where
 
 type Item = Result<(Frame<Bytes>, bool), BoxError>;
 
-/// The client's body of a miss: the frames the fill task forwards.
+/// Frames buffered for a client that reads more slowly than the upstream sends.
+const FORWARD_BUFFER: usize = 256;
+
+/// How long the fill waits for a client that stopped reading before going on without it.
+pub const CLIENT_STALL: Duration = Duration::from_secs(30);
+
+/// The client stopped reading for [`CLIENT_STALL`]; its answer was cut.
+#[derive(Debug, thiserror::Error)]
+#[error("the client stopped reading; the response was cut")]
+struct ClientStalled;
+
+/// Sends `item` to the client, waiting at most [`CLIENT_STALL`] for room. A client that left or
+/// stalled is dropped (`tx` becomes `None`); a stalled one is flagged so that its body ends with an
+/// error after the frames already buffered, never silently.
+async fn forward(tx: &mut Option<mpsc::Sender<Item>>, stalled: &AtomicBool, item: Item) {
+    let stall = {
+        let Some(sender) = tx.as_ref() else {
+            return;
+        };
+        match tokio::time::timeout(CLIENT_STALL, sender.reserve()).await {
+            Ok(Ok(permit)) => {
+                permit.send(item);
+                return;
+            }
+            Ok(Err(_)) => false,
+            Err(_) => true,
+        }
+    };
+    if stall {
+        tracing::debug!("cache fill: the client stopped reading; going on without it");
+        stalled.store(true, Ordering::Release);
+    }
+    *tx = None;
+}
+
 struct ChannelBody {
-    rx: mpsc::UnboundedReceiver<Item>,
+    rx: mpsc::Receiver<Item>,
+    stalled: Arc<AtomicBool>,
     done: bool,
     hint: SizeHint,
 }
@@ -381,6 +421,9 @@ impl http_body::Body for ChannelBody {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
                 self.done = true;
+                if self.stalled.load(Ordering::Acquire) {
+                    return Poll::Ready(Some(Err(Box::new(ClientStalled))));
+                }
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Ok((frame, last)))) => {

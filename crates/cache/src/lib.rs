@@ -10,6 +10,7 @@ pub mod store;
 
 pub use config::{CacheConfig, CacheRule, ConfigError, DEFAULT_IGNORED_FIELDS, EdgeLimits};
 pub use entry::CacheEntry;
+pub use flight::CLIENT_STALL;
 pub use key::{CacheKey, Canonical, KeyError, KeyRules};
 pub use layer::{CacheHandle, CacheLayer, CacheLayerBuilder};
 pub use service::Cache;

@@ -239,3 +239,22 @@ async fn single_flight_can_be_turned_off() {
     assert!(results.iter().all(|r| r.0 == "miss"));
     assert_eq!(s.mock.calls("m1"), 50);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_stops_reading_is_cut_and_the_fill_goes_on() {
+    use http_body_util::BodyExt;
+    let s = setup(rampart_cache::CacheLayer::default());
+    let mut b = body("m1", "a long answer please");
+    b["stream"] = serde_json::json!(true);
+    b["max_tokens"] = serde_json::json!(600);
+    // The client takes the response head and then reads nothing.
+    let stalled = call(&s.svc, req(&b, "t")).await.unwrap();
+    // The fill waits for room at most the stall window, then finishes and stores the answer.
+    tokio::time::sleep(rampart_cache::CLIENT_STALL + std::time::Duration::from_secs(1)).await;
+    let (status, _, _) = roundtrip(&s.svc, req(&b, "t")).await;
+    assert_eq!(status, "hit");
+    assert_eq!(s.mock.calls("m1"), 1);
+    // The stalled client gets what was buffered, then an error: never a silent clean end.
+    let result = stalled.into_body().collect().await;
+    assert!(result.is_err(), "a cut answer must not look complete");
+}
