@@ -962,6 +962,11 @@ async fn deterministic_answers_are_cached_per_tenant_and_replayed_in_either_shap
     assert_eq!(hit.status, 200);
     assert_eq!(hit.header("x-rampart-cache"), Some("hit"));
     assert_eq!(hit.header("x-rampart-cost-usd"), Some("0"));
+    assert_eq!(
+        hit.header("x-rampart-route"),
+        first.header("x-rampart-route")
+    );
+    assert_eq!(hit.header("x-rampart-model"), Some("deepseek-v3.2"));
     assert_eq!(hit.json()["choices"], first.json()["choices"]);
     assert_eq!(mock.calls("deepseek-v3.2"), 1);
 

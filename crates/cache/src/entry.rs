@@ -36,6 +36,7 @@ pub struct CacheEntry {
     json: Bytes,
     model: Option<HeaderValue>,
     provider: Option<HeaderValue>,
+    route: Option<HeaderValue>,
     inserted: Instant,
     ttl: Duration,
 }
@@ -55,6 +56,7 @@ impl CacheEntry {
             json,
             model: None,
             provider: None,
+            route: None,
             inserted,
             ttl,
         }
@@ -69,6 +71,17 @@ impl CacheEntry {
         self.model = model;
         self.provider = provider;
         self
+    }
+
+    /// The same entry with the `x-rampart-route` of the original answer (why that model).
+    pub fn with_route(mut self, route: Option<HeaderValue>) -> Self {
+        self.route = route;
+        self
+    }
+
+    /// The original answer's `x-rampart-route`, when it had one.
+    pub fn route_header(&self) -> Option<&HeaderValue> {
+        self.route.as_ref()
     }
 
     /// The canonical request it answers.

@@ -280,6 +280,7 @@ where
             .as_ref()
             .and_then(|f| HeaderValue::from_str(&f.target.model).ok())
     });
+    let route = parts.headers.get(X_RAMPART_ROUTE).cloned();
     let provider = parts.headers.get(X_RAMPART_PROVIDER).cloned().or_else(|| {
         facts
             .as_ref()
@@ -348,7 +349,8 @@ where
             now,
             ttl.unwrap_or(Duration::ZERO),
         )
-        .with_served_by(model, provider),
+        .with_served_by(model, provider)
+        .with_route(route),
     );
     if ttl.is_some() && entry.weight() <= shared.max_entry_bytes {
         if let Err(e) = shared.store.put(key.clone(), entry.clone()).await {

@@ -215,6 +215,9 @@ impl Shared {
         if let Some(p) = entry.provider_header() {
             h.insert(X_RAMPART_PROVIDER, p.clone());
         }
+        if let Some(r) = entry.route_header() {
+            h.insert(rampart_core::headers::X_RAMPART_ROUTE, r.clone());
+        }
         h.insert(
             header::AGE,
             HeaderValue::from(entry.age(self.clock.now()).as_secs()),
