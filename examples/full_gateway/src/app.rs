@@ -176,9 +176,12 @@ pub fn build_with_secrets(
         .service(upstream.clone());
     let stack: BoxChatService = BoxCloneSyncService::new(stack);
     let chat = ServiceBuilder::new()
-        .layer(crate::observe::ObserveLayer)
+        .layer(crate::observe::ObserveLayer::default())
         .service(Edge::new(stack, edge_config));
     let metrics = crate::observe::prometheus();
+    if let Some(h) = &metrics {
+        crate::observe::spawn_upkeep(h.clone());
+    }
 
     let models = Arc::new(ModelList {
         object: "list".to_owned(),
