@@ -314,24 +314,14 @@ impl Assembler {
             }
             return;
         }
-        let mut rest = data;
-        while let Some(nl) = memchr(b'\n', rest) {
-            let (seg, tail) = rest.split_at(nl);
-            if self.buf.is_empty() {
-                self.line(seg);
-            } else {
-                self.buf.extend_from_slice(seg);
-                let line = std::mem::take(&mut self.buf);
-                self.line(&line);
-            }
-            rest = &tail[1..];
-        }
-        if !rest.is_empty() {
-            if self.buf.len() + rest.len() > self.limit {
-                self.overflow = true;
-                return;
-            }
-            self.buf.extend_from_slice(rest);
+        let mut partial = std::mem::take(&mut self.buf);
+        let _ = rampart_core::sse::split_lines(&mut partial, data, |line| {
+            self.line(line);
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        self.buf = partial;
+        if self.buf.len() > self.limit {
+            self.overflow = true;
         }
     }
 
@@ -540,10 +530,6 @@ impl Assembler {
         let json = Bytes::from(serde_json::to_vec(&completion).ok()?);
         Some((completion, json))
     }
-}
-
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|b| *b == needle)
 }
 
 #[cfg(test)]

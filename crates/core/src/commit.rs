@@ -9,6 +9,7 @@
 //! event and the end of the stream — never a silent clean end, never `[DONE]`.
 
 use std::collections::VecDeque;
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -24,6 +25,7 @@ use crate::body::{Body, BoxError};
 use crate::error::{Error, ErrorKind};
 use crate::facts::ResponseFacts;
 use crate::openai::{ChunkChoice, ErrorBody, ErrorObject};
+use crate::sse::split_lines;
 use crate::tap::is_event_stream;
 
 /// Bounds on waiting for the first content.
@@ -70,23 +72,16 @@ struct Lines {
 
 impl Lines {
     fn feed(&mut self, data: &[u8]) -> Seen {
-        let mut rest = data;
-        while let Some(nl) = memchr::memchr(b'\n', rest) {
-            let (seg, tail) = rest.split_at(nl);
-            rest = &tail[1..];
-            let seen = if self.partial.is_empty() {
-                self.line(seg)
-            } else {
-                self.partial.extend_from_slice(seg);
-                let line = std::mem::take(&mut self.partial);
-                self.line(&line)
-            };
-            if !matches!(seen, Seen::Nothing) {
-                return seen;
-            }
+        let mut partial = std::mem::take(&mut self.partial);
+        let flow = split_lines(&mut partial, data, |line| match self.line(line) {
+            Seen::Nothing => ControlFlow::Continue(()),
+            seen => ControlFlow::Break(seen),
+        });
+        self.partial = partial;
+        match flow {
+            ControlFlow::Break(seen) => seen,
+            ControlFlow::Continue(()) => Seen::Nothing,
         }
-        self.partial.extend_from_slice(rest);
-        Seen::Nothing
     }
 
     fn line(&mut self, line: &[u8]) -> Seen {

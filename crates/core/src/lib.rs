@@ -12,6 +12,7 @@ pub mod openai;
 pub mod pricing;
 pub mod route;
 pub mod settle;
+pub mod sse;
 pub mod tap;
 pub mod tenant;
 

@@ -2,6 +2,7 @@
 //! `finish_reason`, `[DONE]` and error events while forwarding frames untouched, and resolves the
 //! response's [`Completion`] when the body ends, fails or is dropped.
 
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
@@ -16,6 +17,7 @@ use tokio::time::Instant;
 use crate::body::{Body, BoxError};
 use crate::facts::{Completion, CompletionReport, Outcome, ResponseFacts, Target};
 use crate::openai::Usage;
+use crate::sse::split_lines;
 
 /// JSON bodies larger than this are forwarded but not scanned for usage.
 const MAX_JSON_SCAN: usize = 8 * 1024 * 1024;
@@ -315,21 +317,12 @@ impl Scanner {
 
     /// Scans complete lines, keeping a partial last line for the next frame; forwards nothing.
     fn sse_scan_only(&mut self, data: &[u8]) {
-        let mut rest = data;
-        while let Some(nl) = memchr::memchr(b'\n', rest) {
-            let (seg, tail) = rest.split_at(nl);
-            if self.buf.is_empty() {
-                self.line(seg);
-            } else {
-                self.buf.extend_from_slice(seg);
-                let line = std::mem::take(&mut self.buf);
-                self.line(&line);
-            }
-            rest = &tail[1..];
-        }
-        if !rest.is_empty() {
-            self.buf.extend_from_slice(rest);
-        }
+        let mut partial = std::mem::take(&mut self.buf);
+        let _ = split_lines(&mut partial, data, |line| {
+            self.line(line);
+            ControlFlow::<()>::Continue(())
+        });
+        self.buf = partial;
     }
 
     /// Like `sse_scan_only`, but forwards only complete lines, minus the hidden usage chunk.

@@ -373,15 +373,14 @@ impl Inner {
             .get(&target.provider)
             .ok_or_else(|| Error::internal("resolved provider vanished"))?;
 
-        let mut out = if *upstream_model != *chat.model() {
-            chat.with_model(&upstream_model)
-        } else {
-            (*chat).clone()
-        };
+        // The request as the provider gets it; an unchanged one is shared, not copied.
+        let renamed = (*upstream_model != *chat.model()).then(|| chat.with_model(&upstream_model));
         let hide_usage = chat.is_stream() && !chat.wants_stream_usage();
-        if chat.is_stream() {
-            out = out.with_stream_usage();
-        }
+        let out: Arc<ChatRequest> = match (renamed, hide_usage) {
+            (None, false) => chat.clone(),
+            (Some(renamed), false) => Arc::new(renamed),
+            (renamed, true) => Arc::new(renamed.as_ref().unwrap_or(&chat).with_stream_usage()),
+        };
         let body = out.to_bytes();
         let t = provider.timeouts;
         let started = Instant::now();
@@ -459,7 +458,7 @@ impl Inner {
     async fn send(
         &self,
         provider: &Provider,
-        out: ChatRequest,
+        out: Arc<ChatRequest>,
         body: Bytes,
         stream: bool,
     ) -> Result<Response<Body>, Error> {
@@ -511,7 +510,7 @@ impl Inner {
                     .header(header::ACCEPT, accept)
                     .body(Body::from_bytes(body))
                     .map_err(|e| Error::internal(Box::new(e) as BoxError))?;
-                req.extensions_mut().insert(Arc::new(out));
+                req.extensions_mut().insert(out);
                 match svc.clone().oneshot(req).await {
                     Ok(resp) => Ok(resp),
                     Err(e) => {
