@@ -1,0 +1,1 @@
+//! Parallel multi-model calls (work in progress).

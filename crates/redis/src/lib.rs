@@ -1,0 +1,1 @@
+//! Redis-backed shared state (work in progress).
