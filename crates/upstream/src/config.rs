@@ -13,6 +13,36 @@ pub enum ProviderKind {
     /// Anthropic's compatible endpoints, vLLM, Ollama, relays).
     #[default]
     Openai,
+    /// Anthropic's native Messages API (`POST {base_url}/messages`, `x-api-key` and
+    /// `anthropic-version` headers). Requests and responses are translated to and from the
+    /// chat-completions shape, invisibly to clients and to every layer.
+    Anthropic,
+}
+
+/// Settings of a native Anthropic provider (`kind = "anthropic"`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnthropicConfig {
+    /// The `anthropic-version` header sent with every request.
+    pub version: String,
+    /// `max_tokens` sent when the client sends neither `max_completion_tokens` nor
+    /// `max_tokens` (the Messages API requires one).
+    pub default_max_tokens: u64,
+}
+
+/// The `anthropic-version` sent by default.
+pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// The `max_tokens` sent by default when the client sends none.
+pub const DEFAULT_ANTHROPIC_MAX_TOKENS: u64 = 4096;
+
+impl Default for AnthropicConfig {
+    fn default() -> Self {
+        Self {
+            version: DEFAULT_ANTHROPIC_VERSION.to_owned(),
+            default_max_tokens: DEFAULT_ANTHROPIC_MAX_TOKENS,
+        }
+    }
 }
 
 /// Timeouts for calls to one provider.
@@ -53,7 +83,8 @@ pub struct ProviderConfig {
     /// Wire protocol.
     #[serde(default)]
     pub kind: ProviderKind,
-    /// Base URL, e.g. `https://api.openai.com/v1` (`/chat/completions` is appended).
+    /// Base URL, e.g. `https://api.openai.com/v1` (`/chat/completions` is appended), or
+    /// `https://api.anthropic.com/v1` for kind `anthropic` (`/messages` is appended).
     pub base_url: String,
     /// Environment variable holding the API key. The key itself never appears in config.
     #[serde(default)]
@@ -65,6 +96,9 @@ pub struct ProviderConfig {
     /// fd00:ec2::254). Off by default: a mistyped base URL must not reach a metadata service.
     #[serde(default)]
     pub allow_link_local: bool,
+    /// Settings for kind `anthropic` (ignored by other kinds).
+    #[serde(default)]
+    pub anthropic: AnthropicConfig,
 }
 
 /// Why a provider configuration was refused.
@@ -118,6 +152,14 @@ pub enum ConfigError {
     /// Two models share an alias.
     #[error("model '{0}' is defined twice")]
     DuplicateModel(String),
+    /// A setting is out of range.
+    #[error("provider '{provider}': {reason}")]
+    Invalid {
+        /// Provider name.
+        provider: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The TLS setup failed.
     #[error("TLS setup failed: {0}")]
     Tls(String),

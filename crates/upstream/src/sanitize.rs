@@ -89,6 +89,19 @@ pub(crate) fn sanitize_error(status: StatusCode, body: &[u8], s: &Secrets<'_>) -
     }
 }
 
+/// Scrubs an already OpenAI-shaped error body (a translated provider error).
+pub(crate) fn sanitize_body(body: ErrorBody, s: &Secrets<'_>) -> ErrorBody {
+    let e = body.error;
+    ErrorBody {
+        error: ErrorObject {
+            message: scrub(&e.message, s),
+            kind: scrub(&e.kind, s),
+            param: e.param.map(|p| scrub(&p, s)),
+            code: e.code.map(|c| scrub(&c, s)),
+        },
+    }
+}
+
 /// Removes the key, the base URL, the host, any URL and anything shaped like an API key.
 pub(crate) fn scrub(text: &str, s: &Secrets<'_>) -> String {
     let mut out = text.to_owned();

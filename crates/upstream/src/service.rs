@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -23,9 +23,12 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 use tower_service::Service;
 
+use crate::anthropic;
 use crate::body::DeadlineBody;
-use crate::config::{ConfigError, ProviderConfig, Timeouts, validate_base_url};
-use crate::sanitize::{Secrets, sanitize_error};
+use crate::config::{
+    AnthropicConfig, ConfigError, ProviderConfig, ProviderKind, Timeouts, validate_base_url,
+};
+use crate::sanitize::{Secrets, sanitize_body, sanitize_error};
 
 type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
 
@@ -52,14 +55,39 @@ struct HttpTransport {
     endpoint: http::Uri,
     base_url: String,
     host: String,
-    auth: Option<HeaderValue>,
+    /// Authentication and protocol headers (`authorization`, or `x-api-key` and
+    /// `anthropic-version`).
+    headers: Vec<(HeaderName, HeaderValue)>,
     key: Option<Secret>,
+}
+
+/// The wire protocol a provider speaks.
+enum Protocol {
+    Openai,
+    Anthropic(AnthropicConfig),
 }
 
 struct Provider {
     name: Arc<str>,
     timeouts: Timeouts,
     transport: Transport,
+    protocol: Protocol,
+}
+
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+
+fn anthropic_version(provider: &str, config: &AnthropicConfig) -> Result<HeaderValue, ConfigError> {
+    if config.default_max_tokens == 0 {
+        return Err(ConfigError::Invalid {
+            provider: provider.to_owned(),
+            reason: "anthropic.default_max_tokens must be greater than 0".to_owned(),
+        });
+    }
+    HeaderValue::from_str(&config.version).map_err(|_| ConfigError::Invalid {
+        provider: provider.to_owned(),
+        reason: "anthropic.version is not a valid header value".to_owned(),
+    })
 }
 
 struct ModelEntry {
@@ -107,7 +135,7 @@ impl fmt::Debug for Upstream {
 #[derive(Default)]
 pub struct UpstreamBuilder {
     http: Vec<ProviderConfig>,
-    services: Vec<(String, BoxChatService, Timeouts)>,
+    services: Vec<(String, BoxChatService, Timeouts, Option<AnthropicConfig>)>,
     models: Vec<(String, String, Option<String>)>,
     keys: HashMap<String, String>,
     edge: EdgeConfig,
@@ -135,7 +163,28 @@ impl UpstreamBuilder {
         S::Future: Send + 'static,
     {
         let svc = tower::util::BoxCloneSyncService::new(service.map_err(Into::into));
-        self.services.push((name.to_owned(), svc, timeouts));
+        self.services.push((name.to_owned(), svc, timeouts, None));
+        self
+    }
+
+    /// An in-process provider that speaks Anthropic's Messages API (`POST /v1/messages`), such
+    /// as the simulated provider in Anthropic mode: requests and answers are translated as for
+    /// an HTTP provider of kind `anthropic`.
+    pub fn anthropic_service_provider<S>(
+        mut self,
+        name: &str,
+        service: S,
+        timeouts: Timeouts,
+        config: AnthropicConfig,
+    ) -> Self
+    where
+        S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + Sync + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+    {
+        let svc = tower::util::BoxCloneSyncService::new(service.map_err(Into::into));
+        self.services
+            .push((name.to_owned(), svc, timeouts, Some(config)));
         self
     }
 
@@ -172,14 +221,25 @@ impl UpstreamBuilder {
                 }
                 (None, None) => None,
             };
+            let anthropic = matches!(cfg.kind, ProviderKind::Anthropic);
+            let mut headers = Vec::new();
+            if anthropic {
+                headers.push((
+                    ANTHROPIC_VERSION,
+                    anthropic_version(&cfg.name, &cfg.anthropic)?,
+                ));
+            }
             let auth = match &key {
                 Some(k) => {
-                    let mut v = HeaderValue::from_str(&format!("Bearer {k}")).map_err(|_| {
-                        ConfigError::BadUrl {
-                            provider: cfg.name.clone(),
-                            reason: "the API key contains characters not allowed in a header"
-                                .to_owned(),
-                        }
+                    let value = if anthropic {
+                        k.clone()
+                    } else {
+                        format!("Bearer {k}")
+                    };
+                    let mut v = HeaderValue::from_str(&value).map_err(|_| ConfigError::BadUrl {
+                        provider: cfg.name.clone(),
+                        reason: "the API key contains characters not allowed in a header"
+                            .to_owned(),
                     })?;
                     v.set_sensitive(true);
                     Some(v)
@@ -188,12 +248,26 @@ impl UpstreamBuilder {
             };
             let base = uri.to_string();
             let base = base.trim_end_matches('/').to_owned();
-            let endpoint: http::Uri = format!("{base}/chat/completions").parse().map_err(
-                |e: http::uri::InvalidUri| ConfigError::BadUrl {
-                    provider: cfg.name.clone(),
-                    reason: e.to_string(),
-                },
-            )?;
+            if let Some(auth) = auth {
+                let name = if anthropic {
+                    X_API_KEY
+                } else {
+                    header::AUTHORIZATION
+                };
+                headers.push((name, auth));
+            }
+            let path = if anthropic {
+                "messages"
+            } else {
+                "chat/completions"
+            };
+            let endpoint: http::Uri =
+                format!("{base}/{path}")
+                    .parse()
+                    .map_err(|e: http::uri::InvalidUri| ConfigError::BadUrl {
+                        provider: cfg.name.clone(),
+                        reason: e.to_string(),
+                    })?;
             let mut http = HttpConnector::new();
             http.set_connect_timeout(Some(cfg.timeouts.connect));
             http.set_nodelay(true);
@@ -223,23 +297,36 @@ impl UpstreamBuilder {
                         endpoint,
                         host: uri.host().unwrap_or_default().to_owned(),
                         base_url: base,
-                        auth,
+                        headers,
                         key: key.map(|k| Secret(k.into())),
                     })),
+                    protocol: if anthropic {
+                        Protocol::Anthropic(cfg.anthropic)
+                    } else {
+                        Protocol::Openai
+                    },
                 },
             );
         }
-        for (name, svc, timeouts) in self.services {
+        for (name, svc, timeouts, anthropic) in self.services {
             let name: Arc<str> = name.into();
             if providers.contains_key(&name) {
                 return Err(ConfigError::DuplicateProvider(name.to_string()));
             }
+            let protocol = match anthropic {
+                Some(config) => {
+                    anthropic_version(&name, &config)?;
+                    Protocol::Anthropic(config)
+                }
+                None => Protocol::Openai,
+            };
             providers.insert(
                 name.clone(),
                 Provider {
                     name,
                     timeouts,
                     transport: Transport::Service(svc),
+                    protocol,
                 },
             );
         }
@@ -381,13 +468,20 @@ impl Inner {
             (Some(renamed), false) => Arc::new(renamed),
             (renamed, true) => Arc::new(renamed.as_ref().unwrap_or(&chat).with_stream_usage()),
         };
-        let body = out.to_bytes();
+        let body = match &provider.protocol {
+            Protocol::Openai => out.to_bytes(),
+            Protocol::Anthropic(config) => {
+                let _span = tracing::debug_span!("anthropic", provider = %provider.name).entered();
+                anthropic::translate_request(&chat, &upstream_model, config)?
+            }
+        };
         let t = provider.timeouts;
         let started = Instant::now();
         let deadline = started + t.total;
         let first_byte = (started + t.first_byte).min(deadline);
 
         let send = self.send(provider, out, body, chat.is_stream());
+
         let resp = match tokio::time::timeout_at(first_byte, send).await {
             Ok(r) => r?,
             Err(_) => {
@@ -422,7 +516,25 @@ impl Inner {
         headers.insert(X_RAMPART_MODEL, header_value(&target.model));
 
         let body = if status.is_success() {
-            Body::new(DeadlineBody::new(body, t.idle, deadline))
+            let body = Body::new(DeadlineBody::new(body, t.idle, deadline));
+            match &provider.protocol {
+                Protocol::Openai => body,
+                Protocol::Anthropic(_) => {
+                    let sse = rampart_core::tap::is_event_stream(&headers);
+                    let created = anthropic::now_secs();
+                    let content_type = if sse {
+                        "text/event-stream"
+                    } else {
+                        "application/json"
+                    };
+                    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+                    if sse {
+                        Body::new(anthropic::SseBody::new(body, created))
+                    } else {
+                        Body::new(anthropic::JsonBody::new(body, created))
+                    }
+                }
+            }
         } else {
             // Redirects are not followed, and error bodies never reach the client raw.
             let status = if status.is_redirection() || status.is_informational() {
@@ -436,7 +548,15 @@ impl Inner {
                 .ok()
                 .and_then(Result::ok)
                 .unwrap_or_default();
-            let clean = sanitize_error(status, &raw, &provider.secrets());
+            let secrets = provider.secrets();
+            let translated = match provider.protocol {
+                Protocol::Anthropic(_) => anthropic::translate_error(status, &raw),
+                Protocol::Openai => None,
+            };
+            let clean = match translated {
+                Some(body) => sanitize_body(body, &secrets),
+                None => sanitize_error(status, &raw, &secrets),
+            };
             headers.insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
@@ -472,7 +592,7 @@ impl Inner {
                 let HttpTransport {
                     client,
                     endpoint,
-                    auth,
+                    headers,
                     ..
                 } = &**h;
                 let mut builder = Request::post(endpoint.clone())
@@ -482,8 +602,8 @@ impl Inner {
                         header::USER_AGENT,
                         concat!("rampart/", env!("CARGO_PKG_VERSION")),
                     );
-                if let Some(a) = auth {
-                    builder = builder.header(header::AUTHORIZATION, a.clone());
+                for (name, value) in headers {
+                    builder = builder.header(name, value.clone());
                 }
                 let req = builder
                     .body(Body::from_bytes(body))
@@ -505,12 +625,21 @@ impl Inner {
                 }
             }
             Transport::Service(svc) => {
-                let mut req = Request::post("/v1/chat/completions")
+                let req = match &provider.protocol {
+                    Protocol::Openai => Request::post("/v1/chat/completions"),
+                    Protocol::Anthropic(config) => Request::post("/v1/messages")
+                        .header(ANTHROPIC_VERSION, config.version.as_str()),
+                };
+                let mut req = req
                     .header(header::CONTENT_TYPE, "application/json")
                     .header(header::ACCEPT, accept)
                     .body(Body::from_bytes(body))
                     .map_err(|e| Error::internal(Box::new(e) as BoxError))?;
-                req.extensions_mut().insert(out);
+                // The parsed request lets an in-process provider skip parsing; an Anthropic
+                // provider gets only the translated bytes.
+                if matches!(provider.protocol, Protocol::Openai) {
+                    req.extensions_mut().insert(out);
+                }
                 match svc.clone().oneshot(req).await {
                     Ok(resp) => Ok(resp),
                     Err(e) => {
