@@ -114,6 +114,28 @@ fn message_tokens(m: &Message) -> u64 {
     (m.text().chars().count() as u64).div_ceil(4) + 4
 }
 
+/// The answer's seed and the prompt tokens of (role, text) messages.
+fn seed_and_prompt<R, T>(model: &str, messages: impl IntoIterator<Item = (R, T)>) -> (u64, u64)
+where
+    R: AsRef<str>,
+    T: AsRef<str>,
+{
+    let mut seed = fnv(FNV_OFFSET, model.as_bytes());
+    let mut prompt_tokens = 3;
+    for (role, text) in messages {
+        let text = text.as_ref();
+        seed = fnv(fnv(seed, &[0xff]), role.as_ref().as_bytes());
+        seed = fnv(fnv(seed, &[0xfe]), text.as_bytes());
+        prompt_tokens += text_tokens(text);
+    }
+    (seed, prompt_tokens)
+}
+
+/// Tokens of one message's text: `ceil(chars / 4) + 4`.
+pub(crate) fn text_tokens(text: &str) -> u64 {
+    (text.chars().count() as u64).div_ceil(4) + 4
+}
+
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
@@ -150,14 +172,10 @@ impl Answer {
     /// [`MAX_CHOICES`].
     pub fn for_request(chat: &ChatRequest, default_tokens: u32) -> Result<Self, RequestError> {
         let messages = chat.messages()?;
-        let mut seed = fnv(FNV_OFFSET, chat.model().as_bytes());
-        let mut prompt_tokens = 3;
-        for m in messages {
-            seed = fnv(fnv(seed, &[0xff]), m.role.as_bytes());
-            let text = m.text();
-            seed = fnv(fnv(seed, &[0xfe]), text.as_bytes());
-            prompt_tokens += (text.chars().count() as u64).div_ceil(4) + 4;
-        }
+        let (seed, prompt_tokens) = seed_and_prompt(
+            chat.model(),
+            messages.iter().map(|m| (m.role.as_str(), m.text())),
+        );
         let n = chat.n().unwrap_or(1);
         if n > MAX_CHOICES {
             return Err(RequestError::InvalidValue {
@@ -177,6 +195,28 @@ impl Answer {
             prompt_tokens,
             finish_reason,
         })
+    }
+
+    /// One answer (`n` = 1) of `tokens` words to `messages` given as (role, text) pairs,
+    /// seeded and counted like [`Answer::for_request`].
+    pub(crate) fn from_messages<R, T>(
+        model: &str,
+        messages: impl IntoIterator<Item = (R, T)>,
+        tokens: u64,
+        finish_reason: &'static str,
+    ) -> Self
+    where
+        R: AsRef<str>,
+        T: AsRef<str>,
+    {
+        let (seed, prompt_tokens) = seed_and_prompt(model, messages);
+        Self {
+            seed,
+            tokens: tokens.min(MAX_OUTPUT_TOKENS),
+            choices: 1,
+            prompt_tokens,
+            finish_reason,
+        }
     }
 
     /// Words (tokens) per choice.

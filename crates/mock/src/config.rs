@@ -18,8 +18,24 @@ pub struct MockConfig {
     /// Answer length in tokens when the client sends neither `max_completion_tokens` nor
     /// `max_tokens`. Default [`DEFAULT_OUTPUT_TOKENS`](crate::DEFAULT_OUTPUT_TOKENS) (16).
     pub output_tokens: Option<u32>,
-    /// When set, requests without `Authorization: Bearer <this>` get a 401 OpenAI error.
+    /// When set, requests without `Authorization: Bearer <this>` (Anthropic mode:
+    /// `x-api-key: <this>`) get a 401 error.
     pub require_api_key: Option<String>,
+    /// The wire protocol: OpenAI's chat completions (default) or Anthropic's Messages API.
+    pub api: MockApi,
+}
+
+/// The API a [`MockProvider`](crate::MockProvider) speaks (`api = "openai"` or
+/// `api = "anthropic"` in config).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MockApi {
+    /// `POST /v1/chat/completions`, OpenAI JSON and `chat.completion.chunk` streams.
+    #[default]
+    Openai,
+    /// `POST /v1/messages`: Anthropic's Messages API, its JSON answers, event streams and error
+    /// bodies (see the crate docs).
+    Anthropic,
 }
 
 /// Simulated latency. All zero by default; when all are zero the mock never sleeps.
@@ -93,8 +109,9 @@ pub enum Stall {
 ///    the connection closes without a response;
 /// 3. `status` — that status with an OpenAI-shaped error body and, when `retry_after` is set,
 ///    `retry-after` (whole seconds, rounded up) and `retry-after-ms`;
-/// 4. `cut_after_chunks` / `stall: Some(Stall::AfterChunks(_))` — a normal `200` whose body breaks
-///    (a body error) or hangs part-way (the cut wins when both are set).
+/// 4. `cut_after_chunks` / `stall: Some(Stall::AfterChunks(_))` / `error_event_after_chunks` — a
+///    normal `200` whose body breaks (a body error), hangs part-way, or (streams only) sends an
+///    error event part-way and ends; the first set wins, in that order.
 ///
 /// Counting happens before any fault; the head latency (`base + jitter`) applies before steps 2–4.
 ///
@@ -120,6 +137,10 @@ pub struct Fault {
     pub cut_after_chunks: Option<usize>,
     /// Hang forever before the headers or after N chunks.
     pub stall: Option<Stall>,
+    /// Streams: after this many SSE events, one error event and the end of the body (OpenAI
+    /// mode: `data: {"error":{..,"type":"server_error"}}`; Anthropic mode: `event: error` with an
+    /// `overloaded_error`), never `[DONE]` / `message_stop`. JSON answers are not affected.
+    pub error_event_after_chunks: Option<usize>,
 }
 
 impl Fault {
@@ -161,6 +182,14 @@ impl Fault {
         }
     }
 
+    /// End a stream with an error event after `chunks` SSE events.
+    pub fn error_event_after(chunks: usize) -> Self {
+        Self {
+            error_event_after_chunks: Some(chunks),
+            ..Self::default()
+        }
+    }
+
     /// Hang forever at `stall`.
     pub fn stalled(stall: Stall) -> Self {
         Self {
@@ -188,6 +217,7 @@ impl Fault {
             || self.reset_before_headers
             || self.cut_after_chunks.is_some()
             || self.stall.is_some()
+            || self.error_event_after_chunks.is_some()
     }
 
     /// Rolls the dice for one request.
@@ -202,9 +232,14 @@ impl Fault {
 
     /// Where the body of a successful answer breaks, if it does.
     pub(crate) fn body_stop(&self) -> Option<BodyStop> {
-        match (self.cut_after_chunks, self.stall) {
-            (Some(n), _) => Some(BodyStop::Cut(n)),
-            (None, Some(Stall::AfterChunks(n))) => Some(BodyStop::Stall(n)),
+        match (
+            self.cut_after_chunks,
+            self.stall,
+            self.error_event_after_chunks,
+        ) {
+            (Some(n), _, _) => Some(BodyStop::Cut(n)),
+            (None, Some(Stall::AfterChunks(n)), _) => Some(BodyStop::Stall(n)),
+            (None, _, Some(n)) => Some(BodyStop::ErrorEvent(n)),
             _ => None,
         }
     }
@@ -217,4 +252,6 @@ pub(crate) enum BodyStop {
     Cut(usize),
     /// Pending forever after N events.
     Stall(usize),
+    /// An error event after N events, then the end (streams only).
+    ErrorEvent(usize),
 }

@@ -1,7 +1,7 @@
 //! [`MockProvider`]: the shared state (config, faults, latency, counters) behind the service and
 //! the server.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 
 use crate::answer::DEFAULT_OUTPUT_TOKENS;
-use crate::config::{Fault, Latency, MockConfig};
+use crate::config::{Fault, Latency, MockApi, MockConfig};
 use crate::server::MockServer;
 use crate::service::MockService;
 
@@ -19,6 +19,9 @@ pub const DEFAULT_MODELS: [&str; 3] = ["mock-small", "mock-medium", "mock-large"
 /// At most this many distinct model names get their own counter (a guard against clients that
 /// invent names); later ones still count in [`MockProvider::total_calls`].
 const MAX_TRACKED_MODELS: usize = 10_000;
+
+/// The simulated prompt cache forgets everything when it holds this many prefixes.
+const MAX_CACHED_PREFIXES: usize = 10_000;
 
 /// The headers and body of a chat request the mock received.
 #[derive(Clone, Debug, Default)]
@@ -56,6 +59,9 @@ struct Faults {
 pub(crate) struct Inner {
     pub(crate) output_tokens: u32,
     pub(crate) require_api_key: Option<String>,
+    pub(crate) api: MockApi,
+    /// Anthropic mode: prompt prefixes already written to the simulated prompt cache.
+    prompt_cache: Mutex<HashSet<u64>>,
     latency: RwLock<Latency>,
     /// Whether any fault is set (skips the lock on the hot path).
     any_fault: AtomicBool,
@@ -106,6 +112,22 @@ impl Inner {
         *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(rec);
     }
 
+    /// Whether the prompt prefix `key` is in the simulated prompt cache; remembers it if not.
+    pub(crate) fn prompt_cache_hit(&self, key: u64) -> bool {
+        let mut cache = self
+            .prompt_cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if cache.contains(&key) {
+            return true;
+        }
+        if cache.len() >= MAX_CACHED_PREFIXES {
+            cache.clear();
+        }
+        cache.insert(key);
+        false
+    }
+
     pub(crate) fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -137,6 +159,8 @@ impl MockProvider {
             inner: Arc::new(Inner {
                 output_tokens: config.output_tokens.unwrap_or(DEFAULT_OUTPUT_TOKENS),
                 require_api_key: config.require_api_key,
+                api: config.api,
+                prompt_cache: Mutex::new(HashSet::new()),
                 latency: RwLock::new(config.latency),
                 any_fault: AtomicBool::new(false),
                 faults: RwLock::new(Faults::default()),

@@ -116,12 +116,14 @@ fn cut_error() -> BoxError {
     ))
 }
 
-/// A JSON body that stops half-way: a body error (cut) or nothing more ever (stall).
+/// A JSON body that stops half-way: a body error (cut) or nothing more ever (stall). An
+/// error-event fault does not apply to JSON: the whole body is sent.
 pub(crate) fn partial_json(full: Bytes, stop: BodyStop) -> Body {
     use futures_util::StreamExt as _;
     let (n, cut) = match stop {
         BodyStop::Cut(n) => (n, true),
         BodyStop::Stall(n) => (n, false),
+        BodyStop::ErrorEvent(_) => return Body::from_bytes(full),
     };
     let head = if n == 0 {
         None
@@ -141,75 +143,48 @@ pub(crate) fn partial_json(full: Bytes, stop: BodyStop) -> Body {
     }
 }
 
-/// An SSE event of the stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Event {
-    Role(u32),
-    Content(u32, u64),
-    Finish(u32),
-    Usage,
-    Done,
+/// The events of one streamed answer, rendered on demand.
+pub(crate) trait Events: Send + Unpin + 'static {
+    /// Events in the whole stream, the last one being the end marker (`[DONE]`,
+    /// `message_stop`).
+    fn total(&self) -> u64;
+    /// The wait before event `k`.
+    fn delay_before(&self, k: u64) -> Duration;
+    /// Event `k`'s bytes.
+    fn render(&self, k: u64) -> Bytes;
+    /// The error event of an error-event fault.
+    fn error_event(&self) -> Bytes;
 }
 
-/// The stream of a streamed answer: one event per poll, no allocation beyond each chunk's bytes
-/// (and one `Sleep` per stream when there is latency).
-pub(crate) struct SseStream {
-    answer: Answer,
-    /// `data: {"id":..,"object":..,"created":..,"model":..,"system_fingerprint":..,"choices":[`
-    head: Box<str>,
-    /// `]}\n\n`, or `],"usage":null}\n\n` when usage was asked for.
-    tail: &'static str,
-    include_usage: bool,
+/// Drives a stream of [`Events`]: latency, then one event per poll; cuts, stalls and error
+/// events from faults. No allocation beyond each event's bytes (and one `Sleep` per stream when
+/// there is latency).
+pub(crate) struct SseStream<E> {
+    events: E,
     next: u64,
     total: u64,
-    stop: Option<(u64, bool)>,
-    first_token: Duration,
-    chunk_gap: Duration,
+    stop: Option<(u64, BodyStop)>,
     sleep: Option<Pin<Box<Sleep>>>,
     armed: bool,
     cut_flushed: bool,
     finished: bool,
 }
 
-impl SseStream {
-    pub(crate) fn new(
-        meta: &Meta,
-        answer: Answer,
-        include_usage: bool,
-        first_token: Duration,
-        chunk_gap: Duration,
-        stop: Option<BodyStop>,
-    ) -> Self {
-        let n = u64::from(answer.choices());
-        let total = n + answer.tokens() * n + n + u64::from(include_usage) + 1;
-        let mut head = String::with_capacity(160 + meta.model_json.len());
-        let _ = write!(
-            head,
-            "data: {{\"id\":\"chatcmpl-mock-{}\",\"object\":\"chat.completion.chunk\",\"created\":{},\"model\":{},\"service_tier\":\"default\",\"system_fingerprint\":\"{FINGERPRINT}\",\"choices\":[",
-            meta.id, meta.created, meta.model_json
-        );
-        // Never past the events before `[DONE]`, so `[DONE]` never follows a cut or a stall.
+impl<E: Events> SseStream<E> {
+    pub(crate) fn new(events: E, stop: Option<BodyStop>) -> Self {
+        let total = events.total();
+        // Never past the events before the end marker, so it never follows a fault.
         let stop = stop.map(|s| {
-            let (k, cut) = match s {
-                BodyStop::Cut(k) => (k, true),
-                BodyStop::Stall(k) => (k, false),
+            let k = match s {
+                BodyStop::Cut(k) | BodyStop::Stall(k) | BodyStop::ErrorEvent(k) => k,
             };
-            ((k as u64).min(total - 1), cut)
+            ((k as u64).min(total.saturating_sub(1)), s)
         });
         Self {
-            answer,
-            head: head.into_boxed_str(),
-            tail: if include_usage {
-                "],\"usage\":null}\n\n"
-            } else {
-                "]}\n\n"
-            },
-            include_usage,
+            events,
             next: 0,
             total,
             stop,
-            first_token,
-            chunk_gap,
             sleep: None,
             armed: false,
             cut_flushed: false,
@@ -220,6 +195,122 @@ impl SseStream {
     /// Wraps the stream as a [`Body`].
     pub(crate) fn into_body(self) -> Body {
         Body::new(StreamBody::new(self))
+    }
+}
+
+impl<E: Events> Stream for SseStream<E> {
+    type Item = Result<Frame<Bytes>, BoxError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.finished || this.next >= this.total {
+            return Poll::Ready(None);
+        }
+        let k = this.next;
+        if let Some((at, stop)) = this.stop
+            && k == at
+        {
+            match stop {
+                BodyStop::Cut(_) => {
+                    if !this.cut_flushed {
+                        // One `Pending` first: a server flushes the events sent so far before
+                        // the error aborts the connection.
+                        this.cut_flushed = true;
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    this.finished = true;
+                    return Poll::Ready(Some(Err(cut_error())));
+                }
+                BodyStop::ErrorEvent(_) => {
+                    this.finished = true;
+                    return Poll::Ready(Some(Ok(Frame::data(this.events.error_event()))));
+                }
+                // A stall: never wakes again.
+                BodyStop::Stall(_) => return Poll::Pending,
+            }
+        }
+        let delay = this.events.delay_before(k);
+        if !delay.is_zero() {
+            let sleep = this
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
+            if !this.armed {
+                let now = Instant::now();
+                // As `tokio::time::sleep` does: an absurd delay means "about never".
+                let deadline = now
+                    .checked_add(delay)
+                    .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
+                sleep.as_mut().reset(deadline);
+                this.armed = true;
+            }
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            this.armed = false;
+        }
+        this.next += 1;
+        Poll::Ready(Some(Ok(Frame::data(this.events.render(k)))))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = usize::try_from(self.total - self.next).unwrap_or(usize::MAX);
+        (0, Some(left))
+    }
+}
+
+/// An SSE event of an OpenAI stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Event {
+    Role(u32),
+    Content(u32, u64),
+    Finish(u32),
+    Usage,
+    Done,
+}
+
+/// The events of a streamed chat completion.
+pub(crate) struct ChunkEvents {
+    answer: Answer,
+    /// `data: {"id":..,"object":..,"created":..,"model":..,"system_fingerprint":..,"choices":[`
+    head: Box<str>,
+    /// `]}\n\n`, or `],"usage":null}\n\n` when usage was asked for.
+    tail: &'static str,
+    include_usage: bool,
+    total: u64,
+    first_token: Duration,
+    chunk_gap: Duration,
+}
+
+impl ChunkEvents {
+    pub(crate) fn new(
+        meta: &Meta,
+        answer: Answer,
+        include_usage: bool,
+        first_token: Duration,
+        chunk_gap: Duration,
+    ) -> Self {
+        let n = u64::from(answer.choices());
+        let total = n + answer.tokens() * n + n + u64::from(include_usage) + 1;
+        let mut head = String::with_capacity(160 + meta.model_json.len());
+        let _ = write!(
+            head,
+            "data: {{\"id\":\"chatcmpl-mock-{}\",\"object\":\"chat.completion.chunk\",\"created\":{},\"model\":{},\"service_tier\":\"default\",\"system_fingerprint\":\"{FINGERPRINT}\",\"choices\":[",
+            meta.id, meta.created, meta.model_json
+        );
+        Self {
+            answer,
+            head: head.into_boxed_str(),
+            tail: if include_usage {
+                "],\"usage\":null}\n\n"
+            } else {
+                "]}\n\n"
+            },
+            include_usage,
+            total,
+            first_token,
+            chunk_gap,
+        }
     }
 
     fn event(&self, k: u64) -> Event {
@@ -239,9 +330,15 @@ impl SseStream {
             Event::Done
         }
     }
+}
 
-    /// The wait before event `k`: `first_token` before the first event after the role chunks,
-    /// `chunk_gap` before each later content position.
+impl Events for ChunkEvents {
+    fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// `first_token` before the first event after the role chunks, `chunk_gap` before each
+    /// later content position.
     fn delay_before(&self, k: u64) -> Duration {
         let n = u64::from(self.answer.choices());
         if k == n {
@@ -253,9 +350,9 @@ impl SseStream {
         }
     }
 
-    fn render(&self, ev: Event) -> Bytes {
+    fn render(&self, k: u64) -> Bytes {
         let mut buf;
-        match ev {
+        match self.event(k) {
             Event::Done => return Bytes::from_static(DONE),
             Event::Role(c) => {
                 buf = BytesMut::with_capacity(self.head.len() + self.tail.len() + 96);
@@ -295,60 +392,11 @@ impl SseStream {
         buf.put_slice(self.tail.as_bytes());
         buf.freeze()
     }
-}
 
-impl Stream for SseStream {
-    type Item = Result<Frame<Bytes>, BoxError>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        if this.finished || this.next >= this.total {
-            return Poll::Ready(None);
-        }
-        let k = this.next;
-        if let Some((at, cut)) = this.stop
-            && k == at
-        {
-            if cut {
-                if !this.cut_flushed {
-                    // One `Pending` first: a server flushes the events sent so far before
-                    // the error aborts the connection.
-                    this.cut_flushed = true;
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
-                this.finished = true;
-                return Poll::Ready(Some(Err(cut_error())));
-            }
-            // A stall: never wakes again.
-            return Poll::Pending;
-        }
-        let delay = this.delay_before(k);
-        if !delay.is_zero() {
-            let sleep = this
-                .sleep
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
-            if !this.armed {
-                let now = Instant::now();
-                // As `tokio::time::sleep` does: an absurd delay means "about never".
-                let deadline = now
-                    .checked_add(delay)
-                    .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
-                sleep.as_mut().reset(deadline);
-                this.armed = true;
-            }
-            if sleep.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            this.armed = false;
-        }
-        this.next += 1;
-        Poll::Ready(Some(Ok(Frame::data(this.render(this.event(k))))))
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        let left = usize::try_from(self.total - self.next).unwrap_or(usize::MAX);
-        (0, Some(left))
+    fn error_event(&self) -> Bytes {
+        Bytes::from_static(
+            b"data: {\"error\":{\"message\":\"The server had an error while processing your request (simulated by rampart-mock).\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n",
+        )
     }
 }
 

@@ -13,9 +13,10 @@ use rampart_core::{Body, BoxError, ChatRequest, RequestError};
 use tower_service::Service;
 
 use crate::answer::Answer;
-use crate::config::{Latency, Stall};
+use crate::anthropic;
+use crate::config::{Latency, MockApi, Stall};
 use crate::provider::Inner;
-use crate::respond::{self, Meta, SseStream};
+use crate::respond::{self, ChunkEvents, Meta, SseStream};
 
 /// Largest request body the mock reads (413 above it).
 pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -59,6 +60,18 @@ impl Service<Request<Body>> for MockService {
 async fn handle(inner: Arc<Inner>, req: Request<Body>) -> Result<Response<Body>, BoxError> {
     let path = req.uri().path();
     let method = req.method();
+    if inner.api == MockApi::Anthropic {
+        if method == Method::POST && matches!(path, "/v1/messages" | "/messages") {
+            return anthropic::messages(inner, req).await;
+        }
+        if method != Method::GET || !matches!(path, "/v1/models" | "/models") {
+            return Ok(anthropic::error_response(
+                StatusCode::NOT_FOUND,
+                "not_found_error",
+                format!("Not found ({method} {path})"),
+            ));
+        }
+    }
     if method == Method::POST && matches!(path, "/v1/chat/completions" | "/chat/completions") {
         return chat(inner, req).await;
     }
@@ -127,13 +140,13 @@ fn bad_request(e: &RequestError) -> Response<Body> {
     )
 }
 
-async fn pause(d: Duration) {
+pub(crate) async fn pause(d: Duration) {
     if !d.is_zero() {
         tokio::time::sleep(d).await;
     }
 }
 
-fn head_delay(l: &Latency) -> Duration {
+pub(crate) fn head_delay(l: &Latency) -> Duration {
     // Whole milliseconds (tokio's timer resolution) when the jitter spans at least one, so that
     // the wait stays below `base + jitter` once the timer rounds it.
     let jitter = if l.jitter.is_zero() {
@@ -225,14 +238,14 @@ async fn chat(inner: Arc<Inner>, req: Request<Body>) -> Result<Response<Body>, B
         model_json: serde_json::to_string(model).unwrap_or_else(|_| "\"\"".to_owned()),
     };
     if chat.is_stream() {
-        let stream = SseStream::new(
+        let events = ChunkEvents::new(
             &meta,
             answer,
             chat.wants_stream_usage(),
             latency.first_token,
             latency.chunk_gap,
-            stop,
         );
+        let stream = SseStream::new(events, stop);
         return Ok(respond::sse_response(stream.into_body()));
     }
     // A JSON answer is sent once generated: the time its stream would take.

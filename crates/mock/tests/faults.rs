@@ -263,3 +263,20 @@ async fn fault_answers_come_after_the_base_latency() {
     assert_eq!(resp.status(), 429);
     assert_eq!(start.elapsed(), Duration::from_millis(80));
 }
+
+#[tokio::test]
+async fn error_event_ends_a_stream_without_done_and_spares_json() {
+    let mock = MockProvider::default();
+    mock.set_fault(None, Fault::error_event_after(3));
+    let resp = call(&mock, chat(&stream_body("m", 5))).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let evs = events(&bytes(resp).await);
+    // The role chunk, two words, then the error event; no [DONE].
+    assert_eq!(evs.len(), 4);
+    let err: Value = serde_json::from_str(&evs[3]).unwrap();
+    assert_eq!(err["error"]["type"], "server_error");
+    assert!(!evs.iter().any(|e| e == "[DONE]"));
+    // A JSON answer is whole.
+    let v = json(call(&mock, chat(&simple("m", "x"))).await.unwrap()).await;
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+}
