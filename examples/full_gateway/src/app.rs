@@ -75,7 +75,7 @@ pub fn build_with_secrets(
     let mut mocks = BTreeMap::new();
     for (i, p) in config.providers.iter().enumerate() {
         match p.kind {
-            ProviderKindEntry::Openai => {
+            ProviderKindEntry::Openai | ProviderKindEntry::Anthropic => {
                 if let Some(var) = &p.api_key_env {
                     let key = secret(var).ok_or_else(|| {
                         format!(
@@ -87,16 +87,33 @@ pub fn build_with_secrets(
                 }
                 builder = builder.provider(ProviderConfig {
                     name: p.name.clone(),
-                    kind: ProviderKind::Openai,
+                    kind: if p.kind == ProviderKindEntry::Anthropic {
+                        ProviderKind::Anthropic
+                    } else {
+                        ProviderKind::Openai
+                    },
                     base_url: p.base_url.clone().unwrap_or_default(),
                     api_key_env: None,
                     timeouts: p.timeouts,
                     allow_link_local: p.allow_link_local,
+                    anthropic: p.anthropic.clone().unwrap_or_default(),
                 });
             }
             ProviderKindEntry::Mock => {
-                let mock = MockProvider::new(p.mock.clone().unwrap_or_default());
-                builder = builder.service_provider(&p.name, mock.service(), p.timeouts);
+                let settings = p.mock.clone().unwrap_or_default();
+                let api = settings.api;
+                let mock = MockProvider::new(settings);
+                builder = match api {
+                    rampart_mock::MockApi::Anthropic => builder.anthropic_service_provider(
+                        &p.name,
+                        mock.service(),
+                        p.timeouts,
+                        p.anthropic.clone().unwrap_or_default(),
+                    ),
+                    rampart_mock::MockApi::Openai => {
+                        builder.service_provider(&p.name, mock.service(), p.timeouts)
+                    }
+                };
                 mocks.insert(p.name.clone(), mock);
             }
         }

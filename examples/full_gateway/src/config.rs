@@ -176,6 +176,8 @@ impl Default for ServerConfig {
 pub enum ProviderKindEntry {
     /// Any OpenAI-compatible HTTP API.
     Openai,
+    /// Anthropic's native Messages API (requests and answers translated).
+    Anthropic,
     /// The simulated provider, in-process.
     Mock,
 }
@@ -186,12 +188,12 @@ pub enum ProviderKindEntry {
 pub struct ProviderEntry {
     /// Name (shown in `x-rampart-provider`).
     pub name: String,
-    /// `openai` or `mock`.
+    /// `openai`, `anthropic` or `mock`.
     pub kind: ProviderKindEntry,
-    /// Base URL (kind `openai`).
+    /// Base URL (kinds `openai` and `anthropic`).
     #[serde(default)]
     pub base_url: Option<String>,
-    /// Environment variable holding the API key (kind `openai`).
+    /// Environment variable holding the API key (kinds `openai` and `anthropic`).
     #[serde(default)]
     pub api_key_env: Option<String>,
     /// Timeouts.
@@ -203,6 +205,10 @@ pub struct ProviderEntry {
     /// Simulated provider settings (kind `mock`).
     #[serde(default)]
     pub mock: Option<MockConfig>,
+    /// Messages API settings (`version`, `default_max_tokens`): kind `anthropic`, or a mock with
+    /// `api = "anthropic"`.
+    #[serde(default)]
+    pub anthropic: Option<rampart_upstream::AnthropicConfig>,
 }
 
 /// `[[models]]`.
@@ -346,9 +352,11 @@ impl GatewayConfig {
                 return Err(format!("{at}.name: defined twice"));
             }
             match p.kind {
-                ProviderKindEntry::Openai => {
+                ProviderKindEntry::Openai | ProviderKindEntry::Anthropic => {
                     if p.base_url.is_none() {
-                        return Err(format!("{at}.base_url: required for kind = \"openai\""));
+                        return Err(format!(
+                            "{at}.base_url: required for kind = \"openai\" and \"anthropic\""
+                        ));
                     }
                     if p.mock.is_some() {
                         return Err(format!("{at}.mock: only allowed with kind = \"mock\""));
@@ -360,6 +368,22 @@ impl GatewayConfig {
                             "{at}: base_url and api_key_env do not apply to kind = \"mock\""
                         ));
                     }
+                }
+            }
+            let speaks_anthropic = p.kind == ProviderKindEntry::Anthropic
+                || p.mock
+                    .as_ref()
+                    .is_some_and(|m| m.api == rampart_mock::MockApi::Anthropic);
+            if let Some(a) = &p.anthropic {
+                if !speaks_anthropic {
+                    return Err(format!(
+                        "{at}.anthropic: only allowed with kind = \"anthropic\" or a mock with api = \"anthropic\""
+                    ));
+                }
+                if a.default_max_tokens == 0 {
+                    return Err(format!(
+                        "{at}.anthropic.default_max_tokens: must be greater than 0"
+                    ));
                 }
             }
             let t = &p.timeouts;
