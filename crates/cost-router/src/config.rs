@@ -217,7 +217,9 @@ pub struct BudgetsConfig {
     pub tenants: BTreeMap<String, BudgetLimit>,
     /// Limits on the sum of every tenant's spend.
     pub global: Option<BudgetLimit>,
-    /// What to do when the budget store fails. Default `fail_open`.
+    /// What to do when the budget store fails. Default `fail_open`. A store with an outage
+    /// policy of its own ([`BudgetStore::error_policy`](crate::BudgetStore::error_policy))
+    /// overrides it.
     pub on_store_error: StoreFailure,
 }
 

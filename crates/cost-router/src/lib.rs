@@ -9,10 +9,12 @@ mod layer;
 mod router;
 mod service;
 pub mod strategy;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use budget::{
-    BudgetStore, MemoryBudgetStore, Periods, ReserveOutcome, ScopeLimit, ScopeSpend, StoreError,
-    StoreFuture, SystemClock, WallClock, Window,
+    BudgetStore, MemoryBudgetStore, Periods, ReservationId, ReserveOutcome, ReserveReply,
+    ScopeLimit, ScopeSpend, StoreError, StoreFuture, SystemClock, WallClock, Window,
 };
 pub use catalog::{Catalog, ModelInfo, Tier};
 pub use classify::{

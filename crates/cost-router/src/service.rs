@@ -11,7 +11,9 @@ use http::{HeaderValue, Request, Response};
 use http_body::Frame;
 use http_body_util::BodyExt;
 use rampart_core::error::ErrorSource;
-use rampart_core::headers::{X_RAMPART_COST_USD, X_RAMPART_MODEL, X_RAMPART_ROUTE};
+use rampart_core::headers::{
+    X_RAMPART_COST_USD, X_RAMPART_DEGRADED, X_RAMPART_MODEL, X_RAMPART_ROUTE,
+};
 use rampart_core::pricing::format_usd;
 use rampart_core::tap::tap_response;
 use rampart_core::{
@@ -21,7 +23,7 @@ use rampart_core::{
 use tokio::time::Instant;
 use tower_service::Service;
 
-use crate::budget::{Periods, Reservation, ReserveOutcome, Window};
+use crate::budget::{Periods, Reservation, ReservationId, ReserveOutcome, Window};
 use crate::classify::Prompt;
 use crate::config::{BudgetAction, StoreFailure};
 use crate::layer::{Shared, decision};
@@ -153,6 +155,18 @@ fn budget_error(
     )
 }
 
+/// `x-rampart-degraded: budget`.
+const DEGRADED: HeaderValue = HeaderValue::from_static("budget");
+
+/// What [`reserve`] settled on.
+struct Reserved {
+    plan: Plan,
+    reservation: Option<Arc<Reservation>>,
+    estimate: MicroUsd,
+    /// The budget was decided without the store's shared state (its outage policy applied).
+    degraded: bool,
+}
+
 /// Reserves the estimate of the plan's primary; downgrades or refuses at the limit.
 async fn reserve(
     shared: &Shared,
@@ -161,7 +175,7 @@ async fn reserve(
     needs: &Needs,
     hints: &Hints,
     tenant: &str,
-) -> Result<(Plan, Option<Arc<Reservation>>, MicroUsd), Error> {
+) -> Result<Reserved, Error> {
     let primary = plan
         .models
         .first()
@@ -169,12 +183,23 @@ async fn reserve(
         .ok_or_else(|| Error::internal("the router produced no candidate"))?;
     let estimate = needs.estimate(primary);
     let Some((scopes, policy)) = cfg.budgets.scopes(tenant) else {
-        return Ok((plan, None, estimate));
+        return Ok(Reserved {
+            plan,
+            reservation: None,
+            estimate,
+            degraded: false,
+        });
     };
     let at = Periods::at(shared.clock.now());
+    let id = ReservationId::random();
     let keys: Vec<Arc<str>> = scopes.iter().map(|s| s.scope.clone()).collect();
+    let on_error = shared
+        .store
+        .error_policy()
+        .unwrap_or(cfg.budgets.on_store_error);
     let store_failed = |e: crate::budget::StoreError| -> Result<(), Error> {
-        match cfg.budgets.on_store_error {
+        metrics::counter!("rampart_budget_store_errors_total").increment(1);
+        match on_error {
             StoreFailure::FailOpen => {
                 tracing::warn!(error = %e, "budget store failed; serving without a reservation (fail_open)");
                 Ok(())
@@ -185,17 +210,30 @@ async fn reserve(
                 },
                 "The budget store is unavailable; retry later.",
             )
+            .with_header(X_RAMPART_DEGRADED, DEGRADED)
             .with_cause(e)),
         }
     };
-    let outcome = match shared.store.reserve(&scopes, estimate, at).await {
-        Ok(o) => o,
-        Err(e) => return store_failed(e).map(|_| (plan, None, estimate)),
+    let unreserved = |plan| Reserved {
+        plan,
+        reservation: None,
+        estimate,
+        degraded: true,
     };
-    let (scope, window, mut remaining) = match outcome {
+    let reply = match shared.store.reserve(id, &scopes, estimate, at).await {
+        Ok(r) => r,
+        Err(e) => return store_failed(e).map(|_| unreserved(plan)),
+    };
+    let mut degraded = reply.degraded;
+    let (scope, window, mut remaining) = match reply.outcome {
         ReserveOutcome::Reserved => {
-            let r = Reservation::new(shared.store.clone(), keys, at, estimate);
-            return Ok((plan, Some(Arc::new(r)), estimate));
+            let r = Reservation::new(shared.store.clone(), id, keys, at, estimate);
+            return Ok(Reserved {
+                plan,
+                reservation: Some(Arc::new(r)),
+                estimate,
+                degraded,
+            });
         }
         ReserveOutcome::Refused {
             scope,
@@ -208,28 +246,38 @@ async fn reserve(
             if cost > remaining {
                 break;
             }
-            match shared.store.reserve(&scopes, cost, at).await {
-                Ok(ReserveOutcome::Reserved) => {
-                    metrics::counter!("rampart_budget_rejections_total", "action" => "downgrade")
-                        .increment(1);
-                    plan.models = vec![i];
-                    plan.route.push_str(";downgraded=budget");
-                    let r = Reservation::new(shared.store.clone(), keys, at, cost);
-                    return Ok((plan, Some(Arc::new(r)), cost));
+            // A refused reservation holds nothing: the id can be tried again.
+            match shared.store.reserve(id, &scopes, cost, at).await {
+                Ok(reply) => {
+                    degraded |= reply.degraded;
+                    match reply.outcome {
+                        ReserveOutcome::Reserved => {
+                            metrics::counter!("rampart_budget_rejections_total", "action" => "downgrade")
+                                .increment(1);
+                            plan.models = vec![i];
+                            plan.route.push_str(";downgraded=budget");
+                            let r = Reservation::new(shared.store.clone(), id, keys, at, cost);
+                            return Ok(Reserved {
+                                plan,
+                                reservation: Some(Arc::new(r)),
+                                estimate: cost,
+                                degraded,
+                            });
+                        }
+                        ReserveOutcome::Refused { remaining: r, .. } => remaining = r,
+                    }
                 }
-                Ok(ReserveOutcome::Refused { remaining: r, .. }) => remaining = r,
-                Err(e) => return store_failed(e).map(|_| (plan, None, estimate)),
+                Err(e) => return store_failed(e).map(|_| unreserved(plan)),
             }
         }
     }
     metrics::counter!("rampart_budget_rejections_total", "action" => "refuse").increment(1);
-    Err(budget_error(
-        policy.status,
-        &scope,
-        window,
-        estimate,
-        remaining,
-    ))
+    let err = budget_error(policy.status, &scope, window, estimate, remaining);
+    Err(if degraded {
+        err.with_header(X_RAMPART_DEGRADED, DEGRADED)
+    } else {
+        err
+    })
 }
 
 async fn route<S>(
@@ -256,8 +304,12 @@ where
         .get::<Tenant>()
         .cloned()
         .unwrap_or_else(Tenant::anonymous);
-    let (plan, reservation, estimate) =
-        reserve(&shared, &cfg, plan, &needs, &hints, tenant.id()).await?;
+    let Reserved {
+        plan,
+        reservation,
+        estimate,
+        degraded,
+    } = reserve(&shared, &cfg, plan, &needs, &hints, tenant.id()).await?;
     let decision = decision(&cfg, &plan)?;
     let primary = decision
         .primary()
@@ -304,6 +356,9 @@ where
     }
     if let Some(v) = route_header {
         parts.headers.insert(X_RAMPART_ROUTE, v);
+    }
+    if degraded {
+        parts.headers.append(X_RAMPART_DEGRADED, DEGRADED);
     }
     if let Ok(v) = HeaderValue::from_str(&facts.target.model) {
         parts.headers.insert(X_RAMPART_MODEL, v);

@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! Budgets: the store's reserve/settle, calendar windows on an injected clock, refusal and
-//! downgrade at the limit, the global scope, store failures, and concurrent requests racing for
-//! the last dollar.
+//! Budgets: calendar windows on an injected clock, refusal and downgrade at the limit, the
+//! global scope, store failures, and concurrent requests racing for the last dollar. The store's
+//! own behaviour is the shared suite (`store_suite.rs`).
 
 mod common;
 
@@ -13,7 +13,8 @@ use common::*;
 use rampart_core::MicroUsd;
 use rampart_cost_router::{
     BudgetAction, BudgetLimit, BudgetStore, CostRouterConfig, CostRouterLayer, MemoryBudgetStore,
-    Periods, ReserveOutcome, ScopeLimit, ScopeSpend, StoreError, StoreFailure, StoreFuture, Window,
+    Periods, ReservationId, ReserveOutcome, ReserveReply, ScopeLimit, ScopeSpend, StoreError,
+    StoreFailure, StoreFuture,
 };
 use rampart_mock::{MockConfig, MockProvider};
 
@@ -53,87 +54,6 @@ async fn spend(store: &MemoryBudgetStore, s: &str, p: Periods) -> ScopeSpend {
 }
 
 #[tokio::test]
-async fn store_reserves_atomically_and_settles() {
-    let store = MemoryBudgetStore::new();
-    let p = at(JAN_31);
-    let scopes = [
-        scope("tenant:a", Some(1000), None),
-        scope("global", None, Some(1500)),
-    ];
-    assert_eq!(
-        store.reserve(&scopes, 600, p).await.unwrap(),
-        ReserveOutcome::Reserved
-    );
-    // 600 reserved: 400 left in tenant:a.
-    match store.reserve(&scopes, 500, p).await.unwrap() {
-        ReserveOutcome::Refused {
-            scope,
-            window,
-            remaining,
-        } => {
-            assert_eq!((&*scope, window, remaining), ("tenant:a", Window::Day, 400));
-        }
-        other => panic!("{other:?}"),
-    }
-    // Refused: nothing reserved anywhere.
-    assert_eq!(spend(&store, "global", p).await.month_reserved, 600);
-    // Settle at 450: reserved goes, spent counts the real cost.
-    store
-        .settle(&["tenant:a".into(), "global".into()], p, 600, 450)
-        .await
-        .unwrap();
-    let a = spend(&store, "tenant:a", p).await;
-    assert_eq!((a.day_spent, a.day_reserved, a.month_spent), (450, 0, 450));
-    // The global month limit refuses next, reporting the least room over every window.
-    let other = [
-        scope("tenant:b", Some(10_000), None),
-        scope("global", None, Some(1500)),
-    ];
-    assert_eq!(
-        store.reserve(&other, 1000, p).await.unwrap(),
-        ReserveOutcome::Reserved
-    );
-    match store.reserve(&other, 100, p).await.unwrap() {
-        ReserveOutcome::Refused {
-            scope,
-            window,
-            remaining,
-        } => {
-            assert_eq!((&*scope, window, remaining), ("global", Window::Month, 50));
-        }
-        other => panic!("{other:?}"),
-    }
-}
-
-#[tokio::test]
-async fn store_windows_roll_over() {
-    let store = MemoryBudgetStore::new();
-    let s = [scope("tenant:a", Some(1000), Some(1500))];
-    let day1 = at(JAN_31);
-    store.reserve(&s, 1000, day1).await.unwrap();
-    store
-        .settle(&["tenant:a".into()], day1, 1000, 1000)
-        .await
-        .unwrap();
-    assert!(matches!(
-        store.reserve(&s, 1, day1).await.unwrap(),
-        ReserveOutcome::Refused { .. }
-    ));
-    // Next day (and next month): fresh.
-    let day2 = at(JAN_31 + 86_400);
-    assert_eq!(
-        store.reserve(&s, 1000, day2).await.unwrap(),
-        ReserveOutcome::Reserved
-    );
-    // A settle for a window that rolled over is ignored there.
-    store
-        .settle(&["tenant:a".into()], day1, 0, 999)
-        .await
-        .unwrap();
-    assert_eq!(spend(&store, "tenant:a", day2).await.day_spent, 0);
-}
-
-#[tokio::test]
 async fn store_in_memory_never_oversubscribes_under_races() {
     let store = Arc::new(MemoryBudgetStore::new());
     let p = at(JAN_31);
@@ -146,7 +66,13 @@ async fn store_in_memory_never_oversubscribes_under_races() {
             let mut granted = 0;
             for i in 0..2000u64 {
                 let amount = 1 + (t * 7 + i * 13) % 97;
-                if let Ok(Ok(ReserveOutcome::Reserved)) = store.reserve(&s, amount, p).into_ready()
+                let reply = store
+                    .reserve(ReservationId::random(), &s, amount, p)
+                    .into_ready();
+                if let Ok(Ok(ReserveReply {
+                    outcome: ReserveOutcome::Reserved,
+                    degraded: false,
+                })) = reply
                 {
                     granted += amount;
                 }
@@ -317,17 +243,18 @@ struct Broken;
 impl BudgetStore for Broken {
     fn reserve(
         &self,
+        _: ReservationId,
         _: &[ScopeLimit],
         _: MicroUsd,
         _: Periods,
-    ) -> StoreFuture<Result<ReserveOutcome, StoreError>> {
+    ) -> StoreFuture<Result<ReserveReply, StoreError>> {
         StoreFuture::Boxed(Box::pin(async { Err(StoreError("down".into())) }))
     }
     fn settle(
         &self,
+        _: ReservationId,
         _: &[Arc<str>],
         _: Periods,
-        _: MicroUsd,
         _: MicroUsd,
     ) -> StoreFuture<Result<(), StoreError>> {
         StoreFuture::ready(Err(StoreError("down".into())))
@@ -355,14 +282,134 @@ async fn store_failures_follow_the_policy() {
         let svc = stack(&layer, &mock);
         let r = call(&svc, req_for(Some("a"), &body("gpt-4.1", "hi", Some(5)))).await;
         assert_eq!(r.is_ok(), ok);
-        if let Err(e) = r {
-            let e = gateway_error(&e);
-            assert_eq!(e.status(), 503);
-            assert_eq!(e.code().unwrap(), "state_store_unavailable");
-        } else {
-            assert!(layer.handle().spend("a") > 0, "spend totals still count");
+        match r {
+            Err(e) => {
+                let e = gateway_error(&e);
+                assert_eq!(e.status(), 503);
+                assert_eq!(e.code().unwrap(), "state_store_unavailable");
+                assert_eq!(e.headers()["x-rampart-degraded"], "budget");
+            }
+            Ok(resp) => {
+                // Never silent: the response says the budget was not enforced.
+                assert_eq!(resp.headers()["x-rampart-degraded"], "budget");
+                assert!(layer.handle().spend("a") > 0, "spend totals still count");
+            }
         }
     }
+}
+
+/// A store with an outage policy of its own: its errors mean "refuse", whatever the layer's
+/// `on_store_error` says.
+struct ClosedBroken;
+impl BudgetStore for ClosedBroken {
+    fn reserve(
+        &self,
+        id: ReservationId,
+        s: &[ScopeLimit],
+        a: MicroUsd,
+        p: Periods,
+    ) -> StoreFuture<Result<ReserveReply, StoreError>> {
+        Broken.reserve(id, s, a, p)
+    }
+    fn settle(
+        &self,
+        id: ReservationId,
+        s: &[Arc<str>],
+        p: Periods,
+        a: MicroUsd,
+    ) -> StoreFuture<Result<(), StoreError>> {
+        Broken.settle(id, s, p, a)
+    }
+    fn spend(&self, s: &str, p: Periods) -> StoreFuture<Result<ScopeSpend, StoreError>> {
+        Broken.spend(s, p)
+    }
+    fn error_policy(&self) -> Option<StoreFailure> {
+        Some(StoreFailure::FailClosed)
+    }
+}
+
+#[tokio::test]
+async fn a_store_with_its_own_policy_overrides_on_store_error() {
+    let mut cfg = CostRouterConfig::default();
+    cfg.budgets.default = Some(BudgetLimit::daily(1.0));
+    cfg.budgets.on_store_error = StoreFailure::FailOpen;
+    let layer = CostRouterLayer::builder()
+        .config(cfg)
+        .budget_store(Arc::new(ClosedBroken))
+        .build()
+        .unwrap();
+    let mock = MockProvider::new(MockConfig::default());
+    let svc = stack(&layer, &mock);
+    let err = call(&svc, req_for(Some("a"), &body("gpt-4.1", "hi", Some(5))))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        gateway_error(&err).code().unwrap(),
+        "state_store_unavailable"
+    );
+    assert_eq!(mock.calls("gpt-4.1"), 0);
+}
+
+/// A store answering from a fallback of its own (as a shared store does while its server is
+/// unreachable): every reply is degraded.
+#[derive(Default)]
+struct Fallback(MemoryBudgetStore);
+impl BudgetStore for Fallback {
+    fn reserve(
+        &self,
+        id: ReservationId,
+        s: &[ScopeLimit],
+        a: MicroUsd,
+        p: Periods,
+    ) -> StoreFuture<Result<ReserveReply, StoreError>> {
+        match self.0.reserve(id, s, a, p).into_ready() {
+            Ok(Ok(r)) => StoreFuture::ready(Ok(ReserveReply::degraded(r.outcome))),
+            Ok(Err(e)) => StoreFuture::ready(Err(e)),
+            Err(f) => f,
+        }
+    }
+    fn settle(
+        &self,
+        id: ReservationId,
+        s: &[Arc<str>],
+        p: Periods,
+        a: MicroUsd,
+    ) -> StoreFuture<Result<(), StoreError>> {
+        self.0.settle(id, s, p, a)
+    }
+    fn spend(&self, s: &str, p: Periods) -> StoreFuture<Result<ScopeSpend, StoreError>> {
+        self.0.spend(s, p)
+    }
+}
+
+#[tokio::test]
+async fn degraded_budget_answers_are_marked_on_success_and_refusal() {
+    let mut cfg = CostRouterConfig::default();
+    cfg.budgets.default = Some(BudgetLimit::daily(0.001));
+    let (_secs, wall) = clock(JAN_31);
+    let layer = CostRouterLayer::builder()
+        .config(cfg)
+        .wall_clock(wall)
+        .budget_store(Arc::new(Fallback::default()))
+        .build()
+        .unwrap();
+    let mock = MockProvider::new(MockConfig::default());
+    let svc = stack(&layer, &mock);
+    let b = body("gpt-4.1", "hi", Some(50)); // 430 reserved, 416 spent
+    for _ in 0..2 {
+        let resp = call(&svc, req_for(Some("acme"), &b)).await.unwrap();
+        assert_eq!(resp.headers()["x-rampart-degraded"], "budget");
+        assert_eq!(resp.headers()["x-rampart-cost-usd"], "0.000416");
+    }
+    let err = call(&svc, req_for(Some("acme"), &b)).await.unwrap_err();
+    let e = gateway_error(&err);
+    assert_eq!(e.code().unwrap(), "budget_exceeded");
+    assert_eq!(e.headers()["x-rampart-degraded"], "budget");
+    // Healthy answers carry no such header.
+    let layer = CostRouterLayer::builder().build().unwrap();
+    let svc = stack(&layer, &mock);
+    let resp = call(&svc, req_for(Some("acme"), &b)).await.unwrap();
+    assert!(resp.headers().get("x-rampart-degraded").is_none());
 }
 
 #[test]

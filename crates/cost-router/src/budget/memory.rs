@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use rampart_core::MicroUsd;
 
 use super::{
-    BudgetStore, Periods, ReserveOutcome, ScopeLimit, ScopeSpend, StoreError, StoreFuture, Window,
+    BudgetStore, Periods, ReservationId, ReserveOutcome, ReserveReply, ScopeLimit, ScopeSpend,
+    StoreError, StoreFuture, Window,
 };
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -37,11 +38,18 @@ struct ScopeState {
     month: WindowState,
 }
 
+#[derive(Debug, Default)]
+struct State {
+    scopes: HashMap<Arc<str>, ScopeState>,
+    /// Reservations not settled yet, with their amounts (one entry per request in flight).
+    held: HashMap<ReservationId, MicroUsd>,
+}
+
 /// Budgets in memory: one map of scopes under one mutex, so a reservation across a tenant and
 /// the global scope is atomic. State is per process (use a shared store across replicas).
 #[derive(Debug, Default)]
 pub struct MemoryBudgetStore {
-    scopes: Mutex<HashMap<Arc<str>, ScopeState>>,
+    state: Mutex<State>,
 }
 
 impl MemoryBudgetStore {
@@ -49,16 +57,30 @@ impl MemoryBudgetStore {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// Whether the reservation `id` is held here (reserved and not settled yet).
+    pub fn holds(&self, id: ReservationId) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .held
+            .contains_key(&id)
+    }
 }
 
 impl BudgetStore for MemoryBudgetStore {
     fn reserve(
         &self,
+        id: ReservationId,
         scopes: &[ScopeLimit],
         amount: MicroUsd,
         at: Periods,
-    ) -> StoreFuture<Result<ReserveOutcome, StoreError>> {
-        let mut map = self.scopes.lock().unwrap_or_else(PoisonError::into_inner);
+    ) -> StoreFuture<Result<ReserveReply, StoreError>> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.held.contains_key(&id) {
+            return StoreFuture::ready(Ok(ReserveReply::shared(ReserveOutcome::Reserved)));
+        }
+        let map = &mut state.scopes;
         let mut refused: Option<(Arc<str>, Window)> = None;
         let mut remaining = MicroUsd::MAX;
         for limit in scopes {
@@ -78,11 +100,11 @@ impl BudgetStore for MemoryBudgetStore {
             }
         }
         if let Some((scope, window)) = refused {
-            return StoreFuture::ready(Ok(ReserveOutcome::Refused {
+            return StoreFuture::ready(Ok(ReserveReply::shared(ReserveOutcome::Refused {
                 scope,
                 window,
                 remaining,
-            }));
+            })));
         }
         for limit in scopes {
             if let Some(st) = map.get_mut(&limit.scope) {
@@ -90,19 +112,24 @@ impl BudgetStore for MemoryBudgetStore {
                 st.month.reserved = st.month.reserved.saturating_add(amount);
             }
         }
-        StoreFuture::ready(Ok(ReserveOutcome::Reserved))
+        state.held.insert(id, amount);
+        StoreFuture::ready(Ok(ReserveReply::shared(ReserveOutcome::Reserved)))
     }
 
     fn settle(
         &self,
+        id: ReservationId,
         scopes: &[Arc<str>],
         at: Periods,
-        reserved: MicroUsd,
         actual: MicroUsd,
     ) -> StoreFuture<Result<(), StoreError>> {
-        let mut map = self.scopes.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        // Unknown: settled already (or never reserved here).
+        let Some(reserved) = state.held.remove(&id) else {
+            return StoreFuture::ready(Ok(()));
+        };
         for scope in scopes {
-            let Some(st) = map.get_mut(scope) else {
+            let Some(st) = state.scopes.get_mut(scope) else {
                 continue;
             };
             for (w, period) in [(&mut st.day, at.day), (&mut st.month, at.month)] {
@@ -116,9 +143,9 @@ impl BudgetStore for MemoryBudgetStore {
     }
 
     fn spend(&self, scope: &str, at: Periods) -> StoreFuture<Result<ScopeSpend, StoreError>> {
-        let map = self.scopes.lock().unwrap_or_else(PoisonError::into_inner);
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let mut out = ScopeSpend::default();
-        if let Some(st) = map.get(scope) {
+        if let Some(st) = state.scopes.get(scope) {
             if st.day.period == at.day {
                 out.day_spent = st.day.spent;
                 out.day_reserved = st.day.reserved;

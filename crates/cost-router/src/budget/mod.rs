@@ -7,6 +7,9 @@
 //! settled: released, and the real cost added to `spent`. So concurrent requests can overshoot a
 //! limit only by how much their real costs exceed their estimates — never by the reservations in
 //! flight, which are counted before admitting anyone else.
+//!
+//! Every reservation has a [`ReservationId`] chosen by the caller: reserving an id twice
+//! reserves once, and settling it twice settles once, so a networked store can retry both.
 
 mod memory;
 
@@ -21,6 +24,25 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rampart_core::MicroUsd;
 
 pub use memory::MemoryBudgetStore;
+
+use crate::config::StoreFailure;
+
+/// Identifies one reservation from its reserve to its settle (random; chosen by the caller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReservationId(pub u128);
+
+impl ReservationId {
+    /// A fresh random id.
+    pub fn random() -> Self {
+        Self(rand::random())
+    }
+}
+
+impl fmt::Display for ReservationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
 
 /// A source of wall-clock time for calendar boundaries. Closures `Fn() -> SystemTime` are
 /// clocks.
@@ -129,6 +151,35 @@ pub enum ReserveOutcome {
     },
 }
 
+/// A store's answer to a reservation: the outcome, and whether the store reached it without
+/// its shared state (a networked store answering under its outage policy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReserveReply {
+    /// Reserved or refused.
+    pub outcome: ReserveOutcome,
+    /// Decided without the shared state (e.g. from a per-replica fallback, or admitted without
+    /// a reservation): the layer marks the response `x-rampart-degraded: budget`.
+    pub degraded: bool,
+}
+
+impl ReserveReply {
+    /// An outcome decided on the store's own state.
+    pub fn shared(outcome: ReserveOutcome) -> Self {
+        Self {
+            outcome,
+            degraded: false,
+        }
+    }
+
+    /// An outcome decided without the shared state.
+    pub fn degraded(outcome: ReserveOutcome) -> Self {
+        Self {
+            outcome,
+            degraded: true,
+        }
+    }
+}
+
 /// Spend and reservations of one scope in the current periods.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ScopeSpend {
@@ -197,33 +248,44 @@ impl<T: Unpin> Future for StoreFuture<T> {
 /// Where budget state lives. The in-memory [`MemoryBudgetStore`] is the default; a shared
 /// (Redis) store implements the same three operations, each atomic.
 pub trait BudgetStore: Send + Sync + 'static {
-    /// Reserves `amount` in every window of every scope, or nothing when one has no room
-    /// (`spent + reserved + amount > limit`).
+    /// Reserves `amount` under `id` in every window of every scope, or nothing when one has no
+    /// room (`spent + reserved + amount > limit`). An id already reserved is not reserved again
+    /// (the answer is `Reserved`).
     fn reserve(
         &self,
+        id: ReservationId,
         scopes: &[ScopeLimit],
         amount: MicroUsd,
         at: Periods,
-    ) -> StoreFuture<Result<ReserveOutcome, StoreError>>;
+    ) -> StoreFuture<Result<ReserveReply, StoreError>>;
 
-    /// Releases a reservation of `reserved` made at `at` and adds `actual` to the spend of the
-    /// same windows (a window that has rolled over since is left alone).
+    /// Releases the reservation `id` made at `at` in `scopes` and adds `actual` to the spend of
+    /// the same windows (a window that has rolled over since is left alone). Idempotent: a
+    /// second settle of the same id changes nothing.
     fn settle(
         &self,
+        id: ReservationId,
         scopes: &[Arc<str>],
         at: Periods,
-        reserved: MicroUsd,
         actual: MicroUsd,
     ) -> StoreFuture<Result<(), StoreError>>;
 
     /// Spend and reservations of `scope` in the periods `at`.
     fn spend(&self, scope: &str, at: Periods) -> StoreFuture<Result<ScopeSpend, StoreError>>;
+
+    /// What the layer does when [`reserve`](Self::reserve) fails, when the store decides it
+    /// itself (a store with an outage policy of its own); `None` (the default) leaves it to
+    /// the layer's `budgets.on_store_error`.
+    fn error_policy(&self) -> Option<StoreFailure> {
+        None
+    }
 }
 
 /// A reservation held until the response ends. Settled once: by the completion callback, or
 /// on drop (keeping the whole reservation as spent).
 pub(crate) struct Reservation {
     store: Arc<dyn BudgetStore>,
+    id: ReservationId,
     scopes: Vec<Arc<str>>,
     at: Periods,
     amount: MicroUsd,
@@ -233,12 +295,14 @@ pub(crate) struct Reservation {
 impl Reservation {
     pub(crate) fn new(
         store: Arc<dyn BudgetStore>,
+        id: ReservationId,
         scopes: Vec<Arc<str>>,
         at: Periods,
         amount: MicroUsd,
     ) -> Self {
         Self {
             store,
+            id,
             scopes,
             at,
             amount,
@@ -251,9 +315,7 @@ impl Reservation {
         if self.done.swap(true, Ordering::AcqRel) {
             return;
         }
-        let fut = self
-            .store
-            .settle(&self.scopes, self.at, self.amount, actual);
+        let fut = self.store.settle(self.id, &self.scopes, self.at, actual);
         match fut.into_ready() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "budget settle failed"),
