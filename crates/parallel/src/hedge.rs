@@ -366,6 +366,8 @@ fn count(event: &'static str) {
     metrics::counter!(HEDGES_COUNTER, "event" => event).increment(1);
 }
 
+// A transient value on the stack; boxing the large variant would allocate per event.
+#[allow(clippy::large_enum_variant)]
 enum Event {
     Done(Option<Done>),
     Hedge,

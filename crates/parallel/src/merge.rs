@@ -24,7 +24,7 @@ pub const CALLS_FIELD: &str = "x_rampart_fanout";
 /// The most characters of one model's error message quoted in a combined error.
 const MAX_QUOTED: usize = 300;
 
-fn model_at<'a>(plan: &'a Plan, i: usize) -> &'a str {
+fn model_at(plan: &Plan, i: usize) -> &str {
     plan.models.get(i).map_or("?", |m| m)
 }
 

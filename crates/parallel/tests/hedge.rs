@@ -26,7 +26,10 @@ fn layer(policy: HedgePolicy) -> HedgeLayer {
 
 #[tokio::test(start_paused = true)]
 async fn the_hedge_starts_after_the_delay_wins_and_the_primary_is_cancelled() {
-    let sim = Sim::new(&[("a", Behaviour::after(10_000)), ("b", Behaviour::after(100))]);
+    let sim = Sim::new(&[
+        ("a", Behaviour::after(10_000)),
+        ("b", Behaviour::after(100)),
+    ]);
     let svc = layer(fixed(500)).layer(sim.service());
     let t0 = Instant::now();
     let resp = svc.oneshot(routed(&["a", "b"], false)).await.unwrap();
@@ -92,16 +95,16 @@ async fn up_to_max_hedges_each_after_the_delay() {
     })
     .layer(sim.service());
     let t0 = Instant::now();
-    let resp = svc.oneshot(routed(&["a", "b", "c", "d"], false)).await.unwrap();
+    let resp = svc
+        .oneshot(routed(&["a", "b", "c", "d"], false))
+        .await
+        .unwrap();
     // a at 0, b at 100 ms, c at 200 ms; d is never tried; a wins at 10 s.
     assert_eq!(header(&resp, "x-rampart-models-called"), "a,b,c");
     assert_eq!(sim.counts("d").started, 0);
     assert_eq!(t0.elapsed(), Duration::from_secs(10));
     let starts: Vec<Duration> = sim.starts().iter().map(|(_, at)| *at - t0).collect();
-    assert_eq!(
-        starts,
-        [0, 100, 200].map(Duration::from_millis).to_vec()
-    );
+    assert_eq!(starts, [0, 100, 200].map(Duration::from_millis).to_vec());
     assert_eq!(sim.counts("b").cancelled + sim.counts("c").cancelled, 2);
 }
 
@@ -128,7 +131,10 @@ async fn a_stream_wins_with_its_first_content_chunk_and_the_other_stream_is_drop
 
 #[tokio::test(start_paused = true)]
 async fn a_fast_failure_is_returned_without_a_hedge() {
-    let sim = Sim::new(&[("a", Behaviour::failing(503, 10)), ("b", Behaviour::after(1))]);
+    let sim = Sim::new(&[
+        ("a", Behaviour::failing(503, 10)),
+        ("b", Behaviour::after(1)),
+    ]);
     let svc = layer(fixed(500)).layer(sim.service());
     let resp = svc.oneshot(routed(&["a", "b"], false)).await.unwrap();
     assert_eq!(resp.status(), 503);
@@ -138,9 +144,16 @@ async fn a_fast_failure_is_returned_without_a_hedge() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_hedge_waits_for_the_primary_and_every_failure_answers_with_the_primary() {
-    let sim = Sim::new(&[("a", Behaviour::after(1_000)), ("b", Behaviour::failing(500, 10))]);
+    let sim = Sim::new(&[
+        ("a", Behaviour::after(1_000)),
+        ("b", Behaviour::failing(500, 10)),
+    ]);
     let svc = layer(fixed(100)).layer(sim.service());
-    let resp = svc.clone().oneshot(routed(&["a", "b"], false)).await.unwrap();
+    let resp = svc
+        .clone()
+        .oneshot(routed(&["a", "b"], false))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(body_json(resp).await["model"], "a");
 
@@ -160,7 +173,9 @@ async fn requests_without_a_policy_or_a_second_candidate_pass_through() {
         "#,
     )
     .unwrap();
-    let svc = HedgeLayer::from_config(config).unwrap().layer(sim.service());
+    let svc = HedgeLayer::from_config(config)
+        .unwrap()
+        .layer(sim.service());
     let resp = svc.oneshot(routed(&["a", "b"], false)).await.unwrap();
     assert!(resp.headers().get("x-rampart-models-called").is_none());
     assert_eq!(sim.counts("b").started, 0);
@@ -181,7 +196,9 @@ async fn route_and_model_policies_are_matched() {
         "#,
     )
     .unwrap();
-    let svc = HedgeLayer::from_config(config).unwrap().layer(sim.service());
+    let svc = HedgeLayer::from_config(config)
+        .unwrap()
+        .layer(sim.service());
     let t0 = Instant::now();
     let resp = svc.oneshot(routed(&["a", "b"], false)).await.unwrap();
     // The route's policy wins over the model's.
@@ -205,7 +222,11 @@ async fn a_percentile_delay_follows_the_observed_time_to_first_byte() {
     // Too little data: the fallback delay (2 s), so a answers alone.
     assert_eq!(hedge.delay(&policy, &a, false), Duration::from_secs(2));
     for _ in 0..10 {
-        let resp = svc.clone().oneshot(routed(&["a", "b"], false)).await.unwrap();
+        let resp = svc
+            .clone()
+            .oneshot(routed(&["a", "b"], false))
+            .await
+            .unwrap();
         assert_eq!(header(&resp, "x-rampart-models-called"), "a");
     }
     assert_eq!(
@@ -216,7 +237,11 @@ async fn a_percentile_delay_follows_the_observed_time_to_first_byte() {
     // Now a gets slow: the hedge starts at the observed p90 (200 ms).
     sim.set("a", Behaviour::after(5_000));
     let t0 = Instant::now();
-    let resp = svc.clone().oneshot(routed(&["a", "b"], false)).await.unwrap();
+    let resp = svc
+        .clone()
+        .oneshot(routed(&["a", "b"], false))
+        .await
+        .unwrap();
     assert_eq!(t0.elapsed(), Duration::from_millis(210));
     assert_eq!(header(&resp, "x-rampart-models-called"), "a,b");
     // The floor applies to very fast targets.

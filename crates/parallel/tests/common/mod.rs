@@ -132,7 +132,13 @@ impl Sim {
     }
 
     pub fn total_started(&self) -> u64 {
-        self.0.lock().unwrap().counts.values().map(|c| c.started).sum()
+        self.0
+            .lock()
+            .unwrap()
+            .counts
+            .values()
+            .map(|c| c.started)
+            .sum()
     }
 
     /// (model, when) of every call, in order.
