@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rampart_core::{ChatRequest, Clock, EdgeConfig};
@@ -47,9 +48,21 @@ pub(crate) struct Shared {
     pub(crate) on_store_error: StoreFailure,
     pub(crate) concurrency_retry_after: Duration,
     pub(crate) edge: EdgeConfig,
+    /// Whether the last store call failed (for one log line per transition).
+    pub(crate) store_failing: AtomicBool,
 }
 
 impl Shared {
+    /// The store decided: logs the recovery after a failure.
+    #[inline]
+    pub(crate) fn store_answered(&self) {
+        if self.store_failing.load(Ordering::Relaxed)
+            && self.store_failing.swap(false, Ordering::AcqRel)
+        {
+            tracing::warn!(scope = %self.scope, "rate limit store answering again");
+        }
+    }
+
     /// The quota of `key` for `model`: `overrides[key]` over `models[model]` over `limits`.
     pub(crate) fn quota(&self, key: &str, model: &str) -> Quota {
         if self.models.is_empty() && self.overrides.is_empty() {
@@ -202,7 +215,9 @@ impl RateLimitLayerBuilder {
         self.config.queue.max_wait = max_wait;
         self
     }
-    /// What to do when the store fails. Default [`StoreFailure::FailOpen`].
+    /// What to do when the store fails. Default [`StoreFailure::FailOpen`]. A store with an
+    /// outage policy of its own ([`RateLimitStore::failure_policy`], e.g. the Redis store)
+    /// overrides it.
     pub fn on_store_error(mut self, policy: StoreFailure) -> Self {
         self.config.on_store_error = policy;
         self
@@ -271,6 +286,7 @@ impl RateLimitLayerBuilder {
             }
             Arc::new(b.build())
         });
+        let on_store_error = store.failure_policy().unwrap_or(c.on_store_error);
         Shared {
             scope: c.scope,
             extractor,
@@ -291,9 +307,10 @@ impl RateLimitLayerBuilder {
                 .map(|(k, v)| (k.into(), v))
                 .collect(),
             max_wait: c.queue.max_wait,
-            on_store_error: c.on_store_error,
+            on_store_error,
             concurrency_retry_after: c.concurrency_retry_after,
             edge: self.edge.unwrap_or_else(|| c.edge.into()),
+            store_failing: AtomicBool::new(false),
         }
     }
 }

@@ -9,6 +9,8 @@ mod layer;
 mod reservation;
 mod service;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use config::{EdgeLimits, KeySource, Limits, QueueConfig, RateLimitConfig, StoreFailure};
 pub use error::{ConfigError, format_reset};
@@ -21,6 +23,6 @@ pub use rampart_core::BoxError;
 pub use reservation::TokenReservation;
 pub use service::{RateLimit, ResponseFuture};
 pub use store::{
-    BucketStatus, Decision, LimitKind, MemoryStore, Quota, Rate, RateLimitStore, Refusal, Snapshot,
-    StoreError,
+    Admission, BucketStatus, Decision, LimitKind, MemoryStore, Quota, Rate, RateLimitStore,
+    Refusal, ReservationId, Snapshot, StoreError,
 };

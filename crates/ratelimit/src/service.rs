@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use http::{HeaderValue, Request, Response};
@@ -19,8 +20,8 @@ use crate::config::StoreFailure;
 use crate::error::{insert_ratelimit_headers, refused, store_unavailable, too_large};
 use crate::key::request_model;
 use crate::layer::Shared;
-use crate::reservation::{Permit, TokenReservation};
-use crate::store::{Decision, LimitKind, Quota, Snapshot, StoreError};
+use crate::reservation::{Permit, Ticket, TokenReservation};
+use crate::store::{Admission, Decision, LimitKind, Quota, Snapshot, StoreError};
 
 /// The future of [`RateLimit::call`].
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
@@ -100,11 +101,13 @@ where
             .store
             .try_acquire(&plan.key, &plan.quota, plan.tokens)
         {
-            Some(Ok(Decision::Admitted(snapshot))) => {
-                let (req, guard) = Guard::admit(&shared, plan, Admitted::Yes(snapshot), req);
+            Some(Ok(Decision::Admitted(admission))) => {
+                shared.store_answered();
+                let (req, guard) = Guard::admit(&shared, plan, Admitted::Yes(admission), req);
                 Box::pin(complete(inner.call(req), guard))
             }
             Some(Ok(Decision::Refused(refusal))) if shared.max_wait.is_zero() => {
+                shared.store_answered();
                 Box::pin(std::future::ready(Err(reject(&shared, &plan, &refusal))))
             }
             Some(Err(e)) => match on_store_error(&shared, e) {
@@ -158,33 +161,22 @@ fn plan(shared: &Shared, req: &Request<Body>, chat: &ChatRequest) -> Plan {
 
 /// Admission outcome.
 enum Admitted {
-    /// Charged; the buckets after the charge.
-    Yes(Snapshot),
-    /// The store failed and the policy is `fail_open`.
+    /// Charged (the buckets after the charge, and the reservation).
+    Yes(Admission),
+    /// The store failed and the policy is `fail_open`: nothing charged.
     Degraded,
 }
 
 /// What an admitted request holds until its response ends.
 struct Guard {
     admitted: Admitted,
+    /// Ends the admission when dropped (releasing the slot, if one was taken).
     permit: Option<Permit>,
+    /// Whether the admission holds a concurrency slot (the permit must last until the body ends).
+    holds_slot: bool,
     reservation: Option<TokenReservation>,
-    /// The request unit charged to the requests bucket, to give back when the request never
-    /// reached an upstream.
-    request_unit: Option<RequestUnit>,
-}
-
-/// One request charged to a key's requests bucket.
-struct RequestUnit {
-    store: Arc<dyn crate::store::RateLimitStore>,
-    key: Arc<str>,
-    rate: crate::store::Rate,
-}
-
-impl RequestUnit {
-    fn refund(self) {
-        self.store.refund_request(&self.key, &self.rate);
-    }
+    /// The admission, to give the request unit back when the request never reached an upstream.
+    ticket: Option<Arc<Ticket>>,
 }
 
 impl Guard {
@@ -195,38 +187,39 @@ impl Guard {
         admitted: Admitted,
         mut req: Request<Body>,
     ) -> (Request<Body>, Guard) {
-        let charged = matches!(admitted, Admitted::Yes(_));
-        let reservation = match plan.quota.tokens {
-            Some(rate) if charged => {
-                let r = TokenReservation::new(
-                    shared.store.clone(),
-                    plan.key.clone(),
-                    rate,
-                    plan.tokens,
-                );
-                rampart_core::SettleHooks::add_to(&mut req, r.settle_hook());
-                req.extensions_mut().insert(r.clone());
-                Some(r)
-            }
-            _ => None,
+        let Admitted::Yes(admission) = &admitted else {
+            return (
+                req,
+                Guard {
+                    admitted,
+                    permit: None,
+                    holds_slot: false,
+                    reservation: None,
+                    ticket: None,
+                },
+            );
         };
-        let request_unit = match plan.quota.requests {
-            Some(rate) if charged => Some(RequestUnit {
-                store: shared.store.clone(),
-                key: plan.key.clone(),
-                rate,
-            }),
-            _ => None,
-        };
-        let permit = (charged && plan.quota.concurrency.is_some())
-            .then(|| Permit::new(shared.store.clone(), plan.key));
+        let ticket = Ticket::new(
+            shared.store.clone(),
+            plan.key,
+            admission.id,
+            &plan.quota,
+            plan.tokens,
+        );
+        let reservation = plan.quota.tokens.map(|_| {
+            let r = TokenReservation::new(ticket.clone());
+            rampart_core::SettleHooks::add_to(&mut req, r.settle_hook());
+            req.extensions_mut().insert(r.clone());
+            r
+        });
         (
             req,
             Guard {
                 admitted,
-                permit,
+                permit: Some(Permit::new(ticket.clone())),
+                holds_slot: plan.quota.concurrency.is_some(),
                 reservation,
-                request_unit,
+                ticket: Some(ticket),
             },
         )
     }
@@ -236,8 +229,9 @@ impl Guard {
         let Guard {
             admitted,
             permit,
+            holds_slot,
             reservation,
-            request_unit,
+            ticket,
         } = self;
         let mut resp = match result {
             Ok(resp) => resp,
@@ -252,11 +246,11 @@ impl Guard {
                     if let Some(r) = &reservation {
                         r.settle(0);
                     }
-                    if let Some(u) = request_unit {
-                        u.refund();
+                    if let Some(t) = &ticket {
+                        t.refund_request();
                     }
                 }
-                // The slot is released (permit dropped); any other reservation stays charged.
+                // The admission ends (permit dropped); any other reservation stays charged.
                 return Err(e);
             }
         };
@@ -266,15 +260,22 @@ impl Guard {
         {
             r.settle(0);
         }
-        match &admitted {
-            Admitted::Yes(snapshot) => insert_ratelimit_headers(resp.headers_mut(), snapshot),
-            Admitted::Degraded => {
-                resp.headers_mut()
-                    .append(X_RAMPART_DEGRADED, HeaderValue::from_static("ratelimit"));
+        drop(ticket);
+        let degraded = match &admitted {
+            Admitted::Yes(a) => {
+                insert_ratelimit_headers(resp.headers_mut(), &a.snapshot);
+                a.degraded
             }
+            Admitted::Degraded => true,
+        };
+        if degraded {
+            resp.headers_mut()
+                .append(X_RAMPART_DEGRADED, HeaderValue::from_static("ratelimit"));
         }
+        // Without a slot or a reservation to settle, the admission ends now (the permit drops
+        // at the end of this function).
         if let Some(facts) = resp.extensions().get::<ResponseFacts>() {
-            if permit.is_some() || reservation.is_some() {
+            if holds_slot || reservation.is_some() {
                 facts.completion.on_complete(move |report| {
                     if let Some(r) = reservation {
                         match &report.usage {
@@ -290,7 +291,7 @@ impl Guard {
                     drop(permit);
                 });
             }
-        } else if let Some(permit) = permit {
+        } else if let Some(permit) = permit.filter(|_| holds_slot) {
             // No completion handle: the body holds the slot. The reservation stays charged.
             let (parts, body) = resp.into_parts();
             resp = Response::from_parts(parts, PermitBody::wrap(body, permit));
@@ -357,9 +358,9 @@ fn probe(plan: &LimitPlan) -> Quota {
 
 fn probe_snapshot(decision: Result<Decision, StoreError>) -> Snapshot {
     match decision {
-        Ok(Decision::Admitted(s)) => Snapshot {
+        Ok(Decision::Admitted(a)) => Snapshot {
             requests: None,
-            tokens: s.tokens,
+            tokens: a.snapshot.tokens,
         },
         Ok(Decision::Refused(r)) => r.snapshot,
         Err(_) => Snapshot::default(),
@@ -376,7 +377,11 @@ fn peek_now(shared: &Shared, plan: &LimitPlan) -> Option<Snapshot> {
 
 async fn peek(shared: &Shared, plan: &LimitPlan) -> Snapshot {
     let probe = probe(plan);
-    probe_snapshot(shared.store.acquire(&plan.key, &probe, 0).await)
+    shared
+        .store
+        .peek(&plan.key, &probe)
+        .await
+        .unwrap_or_default()
 }
 
 fn oversized(shared: &Shared, plan: &LimitPlan, snapshot: &Snapshot) -> BoxError {
@@ -388,14 +393,19 @@ fn oversized(shared: &Shared, plan: &LimitPlan, snapshot: &Snapshot) -> BoxError
 fn reject(shared: &Shared, plan: &LimitPlan, refusal: &crate::store::Refusal) -> BoxError {
     count_rejection(&shared.scope);
     tracing::debug!(scope = %shared.scope, kind = ?refusal.kind, "rate limited");
-    refused(
+    let e = refused(
         &shared.scope,
         refusal,
         &plan.quota,
         plan.tokens,
         shared.concurrency_retry_after,
-    )
-    .into()
+    );
+    if refusal.degraded {
+        return e
+            .with_header(X_RAMPART_DEGRADED, HeaderValue::from_static("ratelimit"))
+            .into();
+    }
+    e.into()
 }
 
 async fn admit(shared: &Shared, plan: &LimitPlan) -> Result<Admitted, BoxError> {
@@ -406,8 +416,12 @@ async fn admit(shared: &Shared, plan: &LimitPlan) -> Result<Admitted, BoxError> 
             .acquire(&plan.key, &plan.quota, plan.tokens)
             .await
         {
-            Ok(Decision::Admitted(snapshot)) => return Ok(Admitted::Yes(snapshot)),
+            Ok(Decision::Admitted(admission)) => {
+                shared.store_answered();
+                return Ok(Admitted::Yes(admission));
+            }
             Ok(Decision::Refused(refusal)) => {
+                shared.store_answered();
                 if let Some(deadline) = deadline {
                     let now = Instant::now();
                     let until = match refusal.retry_after {
@@ -431,16 +445,23 @@ async fn admit(shared: &Shared, plan: &LimitPlan) -> Result<Admitted, BoxError> 
     }
 }
 
+/// A store error, under the layer's policy (the store's own, when it has one). Logged once per
+/// transition into failure (and once on recovery), counted every time.
 fn on_store_error(shared: &Shared, e: StoreError) -> Result<Admitted, Error> {
     metrics::counter!("rampart_ratelimit_store_errors_total", "scope" => shared.scope.clone())
         .increment(1);
+    let first = !shared.store_failing.swap(true, Ordering::AcqRel);
     match shared.on_store_error {
         StoreFailure::FailOpen => {
-            tracing::warn!(scope = %shared.scope, error = %e, "rate limit store failed; admitting (fail_open)");
+            if first {
+                tracing::warn!(scope = %shared.scope, error = %e, "rate limit store failing; admitting (fail_open) until it answers");
+            }
             Ok(Admitted::Degraded)
         }
         StoreFailure::FailClosed => {
-            tracing::warn!(scope = %shared.scope, error = %e, "rate limit store failed; refusing (fail_closed)");
+            if first {
+                tracing::warn!(scope = %shared.scope, error = %e, "rate limit store failing; refusing (fail_closed) until it answers");
+            }
             Err(store_unavailable(e))
         }
     }

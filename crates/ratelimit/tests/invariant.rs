@@ -111,16 +111,16 @@ proptest! {
         for (gap, reserve, actual) in steps {
             now += gap;
             offset.store(now, Ordering::SeqCst);
-            if let Decision::Admitted(s) = store.acquire_now("k", &quota, reserve) {
-                let before = s.tokens.unwrap().remaining;
-                rampart_ratelimit::RateLimitStore::settle(&store, "k", &rate, reserve, actual);
+            if let Decision::Admitted(a) = store.acquire_now("k", &quota, reserve) {
+                let before = a.snapshot.tokens.unwrap().remaining;
+                rampart_ratelimit::RateLimitStore::settle(&store, "k", a.id, &rate, reserve, actual);
                 // Check with a zero-cost probe: what is left now.
                 let Decision::Admitted(after) = store.acquire_now("k", &quota, 0) else {
                     // Overage can push the bucket into debt: then nothing is left.
                     prop_assert!(actual > reserve);
                     continue;
                 };
-                let after = after.tokens.unwrap().remaining;
+                let after = after.snapshot.tokens.unwrap().remaining;
                 prop_assert!(after <= burst);
                 let expect = (before + reserve).saturating_sub(actual).min(burst);
                 prop_assert_eq!(after, expect);

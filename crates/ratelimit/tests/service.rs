@@ -10,8 +10,8 @@ use common::*;
 use http::{Request, Response, StatusCode};
 use rampart_core::{Body, ChatRequest, Error, ErrorKind, Target, Tenant};
 use rampart_ratelimit::{
-    KeySource, Limits, MemoryStore, RateLimitLayer, RateLimitStore, StoreError, StoreFailure,
-    TokenReservation,
+    KeySource, Limits, MemoryStore, RateLimitLayer, RateLimitStore, ReservationId, StoreError,
+    StoreFailure, TokenReservation,
 };
 use tokio::time::Instant;
 
@@ -732,9 +732,9 @@ impl RateLimitStore for DownStore {
     {
         Box::pin(async { Err(StoreError("connection refused".into())) })
     }
-    fn settle(&self, _: &str, _: &rampart_ratelimit::Rate, _: u64, _: u64) {}
-    fn refund_request(&self, _: &str, _: &rampart_ratelimit::Rate) {}
-    fn release(&self, _: &str) {}
+    fn settle(&self, _: &str, _: ReservationId, _: &rampart_ratelimit::Rate, _: u64, _: u64) {}
+    fn refund_request(&self, _: &str, _: ReservationId, _: &rampart_ratelimit::Rate) {}
+    fn release(&self, _: &str, _: ReservationId) {}
 }
 
 #[tokio::test(start_paused = true)]

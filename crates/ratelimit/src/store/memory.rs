@@ -10,12 +10,17 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{
-    BucketStatus, Decision, LimitKind, Quota, Rate, RateLimitStore, Refusal, Snapshot, StoreError,
-    StoreFuture,
+    Admission, BucketStatus, Decision, LimitKind, Quota, Rate, RateLimitStore, Refusal,
+    ReservationId, Snapshot, StoreError, StoreFuture,
 };
 
 /// Nanoseconds per minute: the cost of one unit in scaled time.
 const NS_PER_MIN: u128 = 60_000_000_000;
+
+/// The bit of a [`ReservationId`] that says the admission took a concurrency slot. The layer
+/// already settles, refunds and releases each admission at most once, so the in-memory store
+/// needs no more than this from the id.
+const HOLDS_SLOT: u64 = 1;
 
 /// The default store: per-key state in memory, local to the process.
 ///
@@ -29,6 +34,9 @@ const NS_PER_MIN: u128 = 60_000_000_000;
 ///   [`MemoryStore::sweep`]). Memory is therefore bounded by the keys active within the refill
 ///   horizon (`burst / rate`) plus one sweep interval, however many distinct keys pass.
 /// - **Time** comes from a [`Clock`] (tokio's by default), so tests run on paused time.
+/// - **Reservations.** Its [`ReservationId`]s only say whether a concurrency slot was taken:
+///   settle, refund and release apply on every call (the layer makes each call at most once per
+///   admission), and nothing is kept per admission.
 pub struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
@@ -180,6 +188,7 @@ impl KeyState {
                 retry_after: (wait > 0 && !too_big).then(|| nanos(wait)),
                 snapshot: self.snapshot(now, quota),
                 generation: self.generation,
+                degraded: false,
             });
         }
         if let Some(r) = &quota.requests {
@@ -188,10 +197,16 @@ impl KeyState {
         if let Some(r) = &quota.tokens {
             self.tokens.charge(now, r, tokens);
         }
+        let mut id = 0;
         if quota.concurrency.is_some() {
             self.inflight = self.inflight.saturating_add(1);
+            id |= HOLDS_SLOT;
         }
-        Decision::Admitted(self.snapshot(now, quota))
+        Decision::Admitted(Admission {
+            snapshot: self.snapshot(now, quota),
+            id: ReservationId(id),
+            degraded: false,
+        })
     }
 }
 
@@ -336,6 +351,25 @@ impl MemoryStore {
         }
         d
     }
+
+    /// The buckets of `key` at `quota`'s rates, charging nothing (what
+    /// [`RateLimitStore::peek`] resolves to).
+    pub fn peek_now(&self, key: &str, quota: &Quota) -> Snapshot {
+        let now = self.now();
+        let mut shard = self.shard(key);
+        match shard.map.get_mut(key) {
+            Some(st) => {
+                if let Some(r) = &quota.requests {
+                    st.requests.align(now, r);
+                }
+                if let Some(r) = &quota.tokens {
+                    st.tokens.align(now, r);
+                }
+                st.snapshot(now, quota)
+            }
+            None => KeyState::default().snapshot(now, quota),
+        }
+    }
 }
 
 fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
@@ -362,7 +396,15 @@ impl RateLimitStore for MemoryStore {
         Some(Ok(self.acquire_now(key, quota, tokens)))
     }
 
-    fn settle(&self, key: &str, rate: &Rate, reserved: u64, actual: u64) {
+    fn peek<'a>(
+        &'a self,
+        key: &'a str,
+        quota: &'a Quota,
+    ) -> StoreFuture<'a, Result<Snapshot, StoreError>> {
+        Box::pin(std::future::ready(Ok(self.peek_now(key, quota))))
+    }
+
+    fn settle(&self, key: &str, _id: ReservationId, rate: &Rate, reserved: u64, actual: u64) {
         if reserved == actual {
             return;
         }
@@ -380,7 +422,7 @@ impl RateLimitStore for MemoryStore {
         }
     }
 
-    fn refund_request(&self, key: &str, rate: &Rate) {
+    fn refund_request(&self, key: &str, _id: ReservationId, rate: &Rate) {
         let now = self.now();
         let mut shard = self.shard(key);
         // A key that was swept is full: a refund to it changes nothing.
@@ -390,7 +432,10 @@ impl RateLimitStore for MemoryStore {
         }
     }
 
-    fn release(&self, key: &str) {
+    fn release(&self, key: &str, id: ReservationId) {
+        if id.0 & HOLDS_SLOT == 0 {
+            return;
+        }
         let mut shard = self.shard(key);
         if let Some(st) = shard.map.get_mut(key) {
             st.inflight = st.inflight.saturating_sub(1);

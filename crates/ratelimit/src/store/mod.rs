@@ -7,12 +7,25 @@
 //! permits are [`release`]d when the response body ends or is dropped.
 //!
 //! `acquire` returns a boxed future so that a remote store (Redis: one atomic script per decision)
-//! implements the same trait; `settle` and `release` are fire-and-forget because they run inside
-//! completion callbacks and `Drop` (a remote store queues or spawns them).
+//! implements the same trait; `settle`, `refund_request` and `release` are fire-and-forget because
+//! they run inside completion callbacks and `Drop` (a remote store queues them; [`flush`] waits
+//! for them).
+//!
+//! Every admission carries a [`ReservationId`] chosen by the store, and the layer names it in
+//! every later call about that admission. The layer calls each of `settle` and `refund_request`
+//! at most once per admission, and `release` exactly once, last, when the admission is over (the
+//! response ended, failed or was dropped). A store shared between processes must also make them
+//! idempotent by id (a retried write changes nothing); the Redis store does.
+//!
+//! A store that applies an outage policy of its own answers [`failure_policy`], and marks the
+//! decisions it makes without its shared state as [`degraded`](Admission::degraded); the layer
+//! then follows that policy and sets `x-rampart-degraded: ratelimit`.
 //!
 //! [`acquire`]: RateLimitStore::acquire
 //! [`settle`]: RateLimitStore::settle
 //! [`release`]: RateLimitStore::release
+//! [`flush`]: RateLimitStore::flush
+//! [`failure_policy`]: RateLimitStore::failure_policy
 
 mod memory;
 
@@ -21,6 +34,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::config::StoreFailure;
 
 pub use memory::{MemoryStore, MemoryStoreBuilder};
 
@@ -123,14 +138,35 @@ pub struct Refusal {
     /// An opaque wake-up token for [`RateLimitStore::wait`] (the in-memory store's count of
     /// releases and refunds for the key, so that a wait never misses one).
     pub generation: u64,
+    /// Decided without the store's shared state (a fallback policy applied): the layer marks the
+    /// response `x-rampart-degraded: ratelimit`.
+    pub degraded: bool,
+}
+
+/// Names one admission in the store that made it; the store chooses it, and its meaning is the
+/// store's (the in-memory store notes whether a concurrency slot was taken; the Redis store
+/// holds a random id, or marks an admission made by its local fallback).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct ReservationId(pub u64);
+
+/// An admission: what was charged is named by `id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    /// The buckets after the charge.
+    pub snapshot: Snapshot,
+    /// The reservation, for `settle`, `refund_request` and `release`.
+    pub id: ReservationId,
+    /// Decided without the store's shared state (a fallback policy applied): the layer marks the
+    /// response `x-rampart-degraded: ratelimit`.
+    pub degraded: bool,
 }
 
 /// The store's answer to [`RateLimitStore::acquire`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Admitted and charged: one request, the token estimate, and a concurrency slot when
-    /// concurrency is limited (release it with [`RateLimitStore::release`]).
-    Admitted(Snapshot),
+    /// concurrency is limited (end it with [`RateLimitStore::release`]).
+    Admitted(Admission),
     /// Refused; nothing was charged.
     Refused(Refusal),
 }
@@ -144,7 +180,8 @@ pub struct StoreError(pub String);
 ///
 /// Implementations keep, per key, a requests bucket, a tokens bucket and a concurrency count, and
 /// decide atomically. `acquire` must be all-or-nothing, and a dropped `acquire` future must
-/// not leave a charge behind (for the in-memory store it completes in one poll).
+/// not leave a charge behind (for the in-memory store it completes in one poll; a remote store
+/// undoes a decision whose answer was lost).
 pub trait RateLimitStore: Send + Sync + 'static {
     /// Admits one request of `tokens` estimated tokens under `key` and `quota`, charging every
     /// limited dimension, or refuses without charging anything.
@@ -168,17 +205,39 @@ pub trait RateLimitStore: Send + Sync + 'static {
         None
     }
 
-    /// Settles a token reservation of `reserved` to `actual` tokens: refunds the difference, or
-    /// charges the overage. Called at most once per reservation.
-    fn settle(&self, key: &str, rate: &Rate, reserved: u64, actual: u64);
+    /// The buckets of `key` at `quota`'s rates, charging nothing (the headers of a request
+    /// refused before it reached the store). The default asks [`acquire`](Self::acquire) for a
+    /// zero-token decision on the tokens bucket alone, which charges nothing.
+    fn peek<'a>(
+        &'a self,
+        key: &'a str,
+        quota: &'a Quota,
+    ) -> StoreFuture<'a, Result<Snapshot, StoreError>> {
+        Box::pin(async move {
+            let probe = Quota {
+                requests: None,
+                tokens: quota.tokens,
+                concurrency: None,
+            };
+            Ok(match self.acquire(key, &probe, 0).await? {
+                Decision::Admitted(a) => a.snapshot,
+                Decision::Refused(r) => r.snapshot,
+            })
+        })
+    }
 
-    /// Gives back the one request `acquire` charged to the requests bucket (`rate` is that
+    /// Settles the token reservation of admission `id` (of `reserved` tokens, at `rate`) to
+    /// `actual` tokens: refunds the difference, or charges the overage.
+    fn settle(&self, key: &str, id: ReservationId, rate: &Rate, reserved: u64, actual: u64);
+
+    /// Gives back the one request admission `id` charged to the requests bucket (`rate` is that
     /// bucket's rate): the request never reached an upstream (refused or failed inside the
     /// gateway below this limiter).
-    fn refund_request(&self, key: &str, rate: &Rate);
+    fn refund_request(&self, key: &str, id: ReservationId, rate: &Rate);
 
-    /// Frees a concurrency slot taken by `acquire`.
-    fn release(&self, key: &str);
+    /// Ends admission `id`: frees its concurrency slot if it took one. Called once per
+    /// admission, after any settle or refund of it.
+    fn release(&self, key: &str, id: ReservationId);
 
     /// Resolves when capacity for `key` may have changed since `refusal` (a slot released, tokens
     /// refunded), or at `until`, whichever comes first. Used by queue mode; the default waits
@@ -192,6 +251,20 @@ pub trait RateLimitStore: Send + Sync + 'static {
         let _ = (key, refusal);
         let cap = Instant::now() + Duration::from_millis(50);
         Box::pin(tokio::time::sleep_until(until.min(cap)))
+    }
+
+    /// Resolves once every `settle`, `refund_request` and `release` issued before the call has
+    /// taken effect (or been given up). The default resolves at once: the in-memory store
+    /// applies them on the spot. For tests and graceful shutdown; bound it with a timeout.
+    fn flush(&self) -> StoreFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
+    /// The outage policy this store applies itself, if any: when `Some`, the layer follows it
+    /// for this store's errors instead of its own `on_store_error`, so that the store's
+    /// configuration is the single source of truth. Default `None`.
+    fn failure_policy(&self) -> Option<StoreFailure> {
+        None
     }
 }
 
@@ -212,14 +285,21 @@ impl<T: RateLimitStore + ?Sized> RateLimitStore for std::sync::Arc<T> {
     ) -> Option<Result<Decision, StoreError>> {
         (**self).try_acquire(key, quota, tokens)
     }
-    fn settle(&self, key: &str, rate: &Rate, reserved: u64, actual: u64) {
-        (**self).settle(key, rate, reserved, actual);
+    fn peek<'a>(
+        &'a self,
+        key: &'a str,
+        quota: &'a Quota,
+    ) -> StoreFuture<'a, Result<Snapshot, StoreError>> {
+        (**self).peek(key, quota)
     }
-    fn refund_request(&self, key: &str, rate: &Rate) {
-        (**self).refund_request(key, rate);
+    fn settle(&self, key: &str, id: ReservationId, rate: &Rate, reserved: u64, actual: u64) {
+        (**self).settle(key, id, rate, reserved, actual);
     }
-    fn release(&self, key: &str) {
-        (**self).release(key);
+    fn refund_request(&self, key: &str, id: ReservationId, rate: &Rate) {
+        (**self).refund_request(key, id, rate);
+    }
+    fn release(&self, key: &str, id: ReservationId) {
+        (**self).release(key, id);
     }
     fn wait<'a>(
         &'a self,
@@ -228,5 +308,11 @@ impl<T: RateLimitStore + ?Sized> RateLimitStore for std::sync::Arc<T> {
         until: Instant,
     ) -> StoreFuture<'a, ()> {
         (**self).wait(key, refusal, until)
+    }
+    fn flush(&self) -> StoreFuture<'_, ()> {
+        (**self).flush()
+    }
+    fn failure_policy(&self) -> Option<StoreFailure> {
+        (**self).failure_policy()
     }
 }
