@@ -193,7 +193,10 @@ pub fn build_with_secrets(
         .service(upstream.clone());
     let stack: BoxChatService = BoxCloneSyncService::new(stack);
     let chat = ServiceBuilder::new()
-        .layer(crate::observe::ObserveLayer::default())
+        .layer(crate::observe::ObserveLayer::prices({
+            let routing = router_handle.clone();
+            move |model: &str| routing.catalog().get(model).map(|m| m.price)
+        }))
         .service(Edge::new(stack, edge_config));
     let metrics = crate::observe::prometheus();
     if let Some(h) = &metrics {

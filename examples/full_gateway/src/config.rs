@@ -53,6 +53,9 @@ pub struct GatewayConfig {
     /// the `[[models]]` list (prices, tiers, context windows, fallbacks).
     #[serde(default)]
     pub router: CostRouterConfig,
+    /// Logs and traces: text or JSON lines, the log filter, OTLP export (`otel` feature).
+    #[serde(default)]
+    pub observability: crate::observe::ObservabilityConfig,
 }
 
 /// `[rate_limits]`.
@@ -340,6 +343,7 @@ impl GatewayConfig {
             rampart_ratelimit::RateLimitLayer::from_config(c)
                 .map_err(|e| format!("rate_limits.target / [[models]] limits: {e}"))?;
         }
+        self.observability.validate()?;
         if self.server.max_body_bytes == 0 {
             return Err("server.max_body_bytes: must be greater than 0".into());
         }

@@ -29,7 +29,8 @@ OPTIONS:
     --hash-key KEY    print the SHA-256 of a virtual key, for [[virtual_keys]] key_sha256
     --help            this text
 
-Logging: RUST_LOG (default \"info\").";
+Logging: RUST_LOG (default: [observability] log_filter, else \"info\"); text or JSON lines
+per [observability] log_format.";
 
 struct Args {
     config: Option<PathBuf>,
@@ -82,10 +83,6 @@ pub fn main_entry() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
-
     let config = match &args.config {
         Some(path) => GatewayConfig::load(path),
         None => GatewayConfig::embedded(),
@@ -100,6 +97,15 @@ pub fn main_entry() -> ExitCode {
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
+    // Logging starts once the config (its [observability] part) is known; config errors go to
+    // stderr directly. Dropping the guard at exit flushes trace export.
+    let _telemetry = match observe::init(&config.observability) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let origin = args.config.as_ref().map_or_else(
         || "embedded defaults".to_owned(),
         |p| format!("config file {}", p.display()),
