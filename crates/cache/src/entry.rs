@@ -134,6 +134,130 @@ impl CacheEntry {
     pub fn sse(&self, include_usage: bool) -> Bytes {
         replay_sse(&self.completion, include_usage)
     }
+
+    /// The time it has left at `now` (zero once expired).
+    pub fn remaining(&self, now: Instant) -> Duration {
+        self.expires().saturating_duration_since(now)
+    }
+
+    /// The entry as bytes, for a store outside the process (see [`CacheEntry::decode`]).
+    ///
+    /// An [`Instant`] means nothing to another process, so the entry is written without one:
+    /// its TTL is kept, and the reader rebuilds the insertion time from the time the entry has
+    /// left in the store. The answer is kept as its JSON body (the parsed form is rebuilt from
+    /// it). Layout, integers big-endian: `RCE1`, TTL in milliseconds (u64), then the canonical
+    /// request, the JSON body and the `x-rampart-model`, `x-rampart-provider` and
+    /// `x-rampart-route` values, each as a u32 length and its bytes (`u32::MAX`: absent).
+    pub fn encode(&self) -> Vec<u8> {
+        let headers = [&self.model, &self.provider, &self.route];
+        let len = ENCODING_MAGIC.len()
+            + 8
+            + 4 * 5
+            + self.canonical.len()
+            + self.json.len()
+            + headers
+                .iter()
+                .map(|h| h.as_ref().map_or(0, |v| v.len()))
+                .sum::<usize>();
+        let mut out = Vec::with_capacity(len);
+        out.extend_from_slice(ENCODING_MAGIC);
+        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        out.extend_from_slice(&ttl_ms.to_be_bytes());
+        put_field(&mut out, Some(&self.canonical));
+        put_field(&mut out, Some(&self.json));
+        for h in headers {
+            put_field(&mut out, h.as_ref().map(HeaderValue::as_bytes));
+        }
+        out
+    }
+
+    /// Reads an entry written by [`CacheEntry::encode`] that has `remaining` time left in its
+    /// store at `now`: its age is its TTL minus `remaining`.
+    pub fn decode(bytes: &[u8], remaining: Duration, now: Instant) -> Result<Self, DecodeError> {
+        let mut r = Reader(bytes);
+        if r.take(ENCODING_MAGIC.len())? != ENCODING_MAGIC {
+            return Err(DecodeError("not a cache entry of this version"));
+        }
+        let ttl_bytes: [u8; 8] = r
+            .take(8)?
+            .try_into()
+            .map_err(|_| DecodeError("truncated"))?;
+        let ttl = Duration::from_millis(u64::from_be_bytes(ttl_bytes));
+        let canonical = Bytes::copy_from_slice(r.field()?.ok_or(DecodeError("no request"))?);
+        let json = Bytes::copy_from_slice(r.field()?.ok_or(DecodeError("no body"))?);
+        let mut header = || -> Result<Option<HeaderValue>, DecodeError> {
+            r.field()?
+                .map(|b| HeaderValue::from_bytes(b).map_err(|_| DecodeError("bad header value")))
+                .transpose()
+        };
+        let (model, provider, route) = (header()?, header()?, header()?);
+        if !r.0.is_empty() {
+            return Err(DecodeError("trailing bytes"));
+        }
+        let completion: ChatCompletion =
+            serde_json::from_slice(&json).map_err(|_| DecodeError("the body is not an answer"))?;
+        let remaining = remaining.min(ttl);
+        // The insertion time, from the age in the store; when this process is younger than the
+        // entry, an entry stored now with the time it has left (its age then reads 0).
+        let (inserted, ttl) = match now.checked_sub(ttl - remaining) {
+            Some(t) => (t, ttl),
+            None => (now, remaining),
+        };
+        Ok(Self {
+            canonical,
+            completion,
+            json,
+            model,
+            provider,
+            route,
+            inserted,
+            ttl,
+        })
+    }
+}
+
+/// The first bytes of an encoded entry (the layout's version).
+const ENCODING_MAGIC: &[u8] = b"RCE1";
+
+/// An encoded entry could not be read (another version, or corrupted).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cache entry: {0}")]
+pub struct DecodeError(&'static str);
+
+fn put_field(out: &mut Vec<u8>, field: Option<&[u8]>) {
+    match field {
+        Some(b) => {
+            // Entries are bounded far below 4 GiB by `max_entry_bytes`.
+            let len = u32::try_from(b.len()).unwrap_or(u32::MAX - 1);
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(&b[..len as usize]);
+        }
+        None => out.extend_from_slice(&u32::MAX.to_be_bytes()),
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.0.len() < n {
+            return Err(DecodeError("truncated"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn field(&mut self) -> Result<Option<&'a [u8]>, DecodeError> {
+        let len: [u8; 4] = self
+            .take(4)?
+            .try_into()
+            .map_err(|_| DecodeError("truncated"))?;
+        match u32::from_be_bytes(len) {
+            u32::MAX => Ok(None),
+            n => self.take(n as usize).map(Some),
+        }
+    }
 }
 
 /// The body of a streamed replay of `c`.
@@ -565,6 +689,43 @@ mod tests {
         b.push(&sse);
         let (c2, _) = b.finish(None).unwrap();
         assert_eq!(c2, c);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn encodes_and_decodes_with_the_age_from_the_time_left() {
+        let json = Bytes::from_static(
+            br#"{"id":"c1","object":"chat.completion","created":5,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#,
+        );
+        let completion: ChatCompletion = serde_json::from_slice(&json).unwrap();
+        let e = CacheEntry::new(
+            Bytes::from_static(b"{\"model\":\"m\"}"),
+            completion,
+            json,
+            Instant::now(),
+            Duration::from_secs(60),
+        )
+        .with_served_by(Some(HeaderValue::from_static("m")), None)
+        .with_route(Some(HeaderValue::from_static("explicit")));
+        let bytes = e.encode();
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let now = Instant::now();
+        let d = CacheEntry::decode(&bytes, Duration::from_secs(50), now).unwrap();
+        assert_eq!(d.age(now), Duration::from_secs(10));
+        assert_eq!(d.expires(), e.expires());
+        assert_eq!(d.remaining(now), Duration::from_secs(50));
+        assert_eq!(d.canonical(), e.canonical());
+        assert_eq!(d.completion(), e.completion());
+        assert_eq!(d.json(), e.json());
+        assert_eq!(d.model_header(), e.model_header());
+        assert_eq!(d.provider_header(), None);
+        assert_eq!(d.route_header(), e.route_header());
+        // Anything else is refused, never misread.
+        for bad in [&bytes[..bytes.len() - 1], &bytes[1..], b"RCE1", b""] {
+            assert!(CacheEntry::decode(bad, Duration::from_secs(1), now).is_err());
+        }
+        let mut extra = bytes.clone();
+        extra.push(0);
+        assert!(CacheEntry::decode(&extra, Duration::from_secs(1), now).is_err());
     }
 
     #[test]

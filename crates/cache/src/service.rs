@@ -9,7 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, header};
 use rampart_core::headers::{
-    X_RAMPART_CACHE, X_RAMPART_CACHE_TTL, X_RAMPART_COST_USD, X_RAMPART_MODEL, X_RAMPART_PROVIDER,
+    X_RAMPART_CACHE, X_RAMPART_CACHE_TTL, X_RAMPART_COST_USD, X_RAMPART_DEGRADED, X_RAMPART_MODEL,
+    X_RAMPART_PROVIDER,
 };
 use rampart_core::{
     Body, BoxError, ChatRequest, SettleHooks, Target, Tenant, chat_request, ensure_chat_request,
@@ -20,6 +21,7 @@ use crate::entry::CacheEntry;
 use crate::flight::{self, Fill, Join, Outcome};
 use crate::key::CacheKey;
 use crate::layer::Shared;
+use crate::store::StoreFailure;
 
 /// The service of [`CacheLayer`](crate::CacheLayer).
 pub struct Cache<S> {
@@ -275,16 +277,35 @@ where
     };
 
     let mut flight = None;
+    // Answered without the store's shared state: said on the response, whatever it is.
+    let mut degraded = false;
     if plan.read {
         match shared.store.get(&plan.key).await {
-            Ok(Some(entry)) if shared.usable(&entry, &plan) => {
-                return Ok(shared.hit(&entry, &req, &chat));
+            Ok(lookup) => {
+                degraded = lookup.degraded;
+                match lookup.entry {
+                    Some(entry) if shared.usable(&entry, &plan) => {
+                        return Ok(mark(shared.hit(&entry, &req, &chat), degraded));
+                    }
+                    Some(entry) if !entry.is_fresh(shared.clock.now()) => {
+                        let _ = shared.store.remove(&plan.key).await;
+                    }
+                    _ => {}
+                }
             }
-            Ok(Some(entry)) if !entry.is_fresh(shared.clock.now()) => {
-                let _ = shared.store.remove(&plan.key).await;
+            Err(e) => {
+                degraded = true;
+                metrics::counter!("rampart_cache_store_errors_total").increment(1);
+                if shared.store.error_policy() == StoreFailure::FailClosed {
+                    tracing::debug!(error = %e, "cache store unavailable; bypassing (fail_closed)");
+                    Status::Bypass.count();
+                    let mut resp = inner.call(req).await.map_err(Into::into)?;
+                    resp.headers_mut()
+                        .insert(X_RAMPART_CACHE, Status::Bypass.header());
+                    return Ok(mark(resp, true));
+                }
+                tracing::debug!(error = %e, "cache store unavailable; treating as a miss");
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cache store unavailable; treating as a miss"),
         }
         if shared.single_flight {
             match shared.flights.join(&plan.key) {
@@ -296,7 +317,7 @@ where
                                 .max_age
                                 .is_none_or(|m| entry.age(shared.clock.now()) < m) =>
                     {
-                        return Ok(shared.hit(&entry, &req, &chat));
+                        return Ok(mark(shared.hit(&entry, &req, &chat), degraded));
                     }
                     // The leader's error is shared only within one tenant: in a shared
                     // namespace it may be another tenant's refusal (its budget, its limit) —
@@ -306,7 +327,7 @@ where
                         let mut resp = reply.response();
                         resp.headers_mut()
                             .insert(X_RAMPART_CACHE, Status::Miss.header());
-                        return Ok(resp);
+                        return Ok(mark(resp, degraded));
                     }
                     // Timed out, the leader vanished, or a hash collision: go upstream alone.
                     _ => {}
@@ -317,7 +338,7 @@ where
 
     Status::Miss.count();
     let call = inner.call(req);
-    flight::fill(
+    let resp = flight::fill(
         call,
         Fill {
             shared: shared.clone(),
@@ -327,7 +348,17 @@ where
             flight,
         },
     )
-    .await
+    .await?;
+    Ok(mark(resp, degraded))
+}
+
+/// Adds `x-rampart-degraded: cache` when the cache answered without its shared state.
+fn mark(mut resp: Response<Body>, degraded: bool) -> Response<Body> {
+    if degraded {
+        resp.headers_mut()
+            .append(X_RAMPART_DEGRADED, HeaderValue::from_static("cache"));
+    }
+    resp
 }
 
 /// The request headers a router below reads to pick a model (DESIGN §4 request headers).

@@ -6,7 +6,7 @@ use std::time::Duration;
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 
-use super::{CacheStore, StoreError, StoreFuture, StoreStats};
+use super::{CacheStore, Lookup, StoreError, StoreFuture, StoreStats};
 use crate::entry::CacheEntry;
 use crate::key::CacheKey;
 
@@ -52,9 +52,9 @@ impl MemoryStore {
 }
 
 impl CacheStore for MemoryStore {
-    fn get<'a>(&'a self, key: &'a CacheKey) -> StoreFuture<'a, Option<Arc<CacheEntry>>> {
+    fn get<'a>(&'a self, key: &'a CacheKey) -> StoreFuture<'a, Lookup> {
         let v = self.cache.get(key);
-        Box::pin(std::future::ready(Ok(v)))
+        Box::pin(std::future::ready(Ok(Lookup::found(v))))
     }
 
     fn put(&self, key: CacheKey, entry: Arc<CacheEntry>) -> StoreFuture<'_, ()> {
