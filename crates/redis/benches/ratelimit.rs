@@ -1,0 +1,3 @@
+//! Rate-limit decision latency: the Redis store against a local redis-server vs the in-memory
+//! store, in the same run.
+fn main() {}
