@@ -16,6 +16,7 @@ use rampart_core::{Body, BoxChatService, Candidate, Edge, EdgeConfig, Tenant, Vi
 use rampart_cost_router::{CostRouterHandle, CostRouterLayer};
 use rampart_fallback::FallbackLayer;
 use rampart_mock::MockProvider;
+use rampart_parallel::{FanOutLayer, HedgeLayer};
 use rampart_ratelimit::RateLimitLayer;
 use rampart_upstream::{ProviderConfig, ProviderKind, Upstream};
 use tower::ServiceBuilder;
@@ -182,11 +183,16 @@ pub fn build_with_secrets(
     let router =
         CostRouterLayer::from_config(config.router_config()).map_err(|e| format!("router: {e}"))?;
     let router_handle = router.handle();
+    let (hedge, fan_out) = parallel_layers(&config)?;
     let stack = ServiceBuilder::new()
         .layer(AuthLayer::new(keys.clone()))
+        // Each fan-out call is a request of its own through the tenant limit, cache and router.
+        .option_layer(fan_out)
         .option_layer(tenant_limit)
         .option_layer(cache)
         .layer(router)
+        // Hedges go to the router's next candidate, each through its own fallback.
+        .option_layer(hedge)
         .layer(fallback)
         .option_layer(target_limit)
         .layer(breaker)
@@ -254,6 +260,30 @@ pub fn build_with_secrets(
         routing: router_handle,
         config,
     })
+}
+
+/// The layers of `[parallel]`, each `None` unless configured: hedging (below the router) and
+/// fan-out (above the tenant limit), fan-out routes and the header limited to the catalog.
+fn parallel_layers(
+    config: &GatewayConfig,
+) -> Result<(Option<HedgeLayer>, Option<FanOutLayer>), String> {
+    let hedge = config
+        .parallel
+        .hedge
+        .clone()
+        .map(HedgeLayer::from_config)
+        .transpose()
+        .map_err(|e| format!("parallel.hedge.{e}"))?;
+    let fan_out = config
+        .parallel
+        .fan_out
+        .clone()
+        .map(|c| {
+            FanOutLayer::from_config(c)?.known_models(config.models.iter().map(|m| m.name.clone()))
+        })
+        .transpose()
+        .map_err(|e| format!("parallel.fan_out.{e}"))?;
+    Ok((hedge, fan_out))
 }
 
 /// The layers around every route, outer to inner: mark secret headers sensitive (never logged),

@@ -53,6 +53,10 @@ pub struct GatewayConfig {
     /// the `[[models]]` list (prices, tiers, context windows, fallbacks).
     #[serde(default)]
     pub router: CostRouterConfig,
+    /// Parallel calls: hedged requests (`[parallel.hedge]`) and fan-out (`[parallel.fan_out]`);
+    /// each off unless present.
+    #[serde(default)]
+    pub parallel: rampart_parallel::ParallelConfig,
     /// Logs and traces: text or JSON lines, the log filter, OTLP export (`otel` feature).
     #[serde(default)]
     pub observability: crate::observe::ObservabilityConfig,
@@ -339,6 +343,15 @@ impl GatewayConfig {
         }
         rampart_fallback::FallbackLayer::from_config(self.fallback_config())
             .map_err(|e| format!("fallback: {e}"))?;
+        // Fan-out routes and hedge policies name catalog models; a fan-out route takes no name
+        // a model or a router route has.
+        let taken = rampart_cost_router::CostRouterLayer::from_config(self.router_config())
+            .map(|r| r.handle().names())
+            .unwrap_or_default();
+        let models: Vec<String> = self.models.iter().map(|m| m.name.clone()).collect();
+        self.parallel
+            .validate_names(&models, &taken)
+            .map_err(|e| format!("parallel.{e}"))?;
         if let Some(c) = self.target_limits() {
             rampart_ratelimit::RateLimitLayer::from_config(c)
                 .map_err(|e| format!("rate_limits.target / [[models]] limits: {e}"))?;
@@ -508,6 +521,7 @@ mod tests {
         let c = GatewayConfig::parse(&block, "README").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.models[0].name, "gpt-4.1");
         assert!(c.tenant_limits().is_some());
+        assert!(c.parallel.hedge.is_some() && c.parallel.fan_out.is_some());
         assert_eq!(
             c.target_limits().unwrap().models["gpt-4.1"].requests_per_minute,
             Some(500)
