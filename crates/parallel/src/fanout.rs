@@ -21,7 +21,7 @@ use rampart_core::openai::ErrorBody;
 use rampart_core::pricing::format_usd;
 use rampart_core::{
     Body, BoxError, ChatRequest, EdgeConfig, Error, ErrorKind, MicroUsd, Price, ResponseFacts,
-    RouteDecision, Target, chat_request, ensure_chat_request,
+    RouteDecision, SettleHooks, Target, chat_request, ensure_chat_request,
 };
 use tokio::time::Instant;
 use tower_layer::Layer;
@@ -669,8 +669,7 @@ where
 
     let result = match (plan.strategy, winner) {
         (_, Some((i, mut resp))) => {
-            let totals = Totals::of(&outcomes);
-            let mut t = totals;
+            let mut t = Totals::of(&outcomes);
             t.add(
                 reported_cost(resp.headers()),
                 reported_attempts(resp.headers()),
@@ -729,10 +728,13 @@ where
 }
 
 /// What a call must not inherit from the fanned-out request: the fan-out headers (no call fans
-/// out again) and any routing already decided.
+/// out again), any routing already decided, and the token settle hooks of limiters above (one
+/// call's cache hit must not settle the whole fan-out's reservation; the limiter settles it from
+/// the answer returned).
 fn strip(parts: &mut Parts) {
     parts.headers.remove(X_RAMPART_FANOUT);
     parts.headers.remove(X_RAMPART_FANOUT_STRATEGY);
     parts.extensions.remove::<Target>();
     parts.extensions.remove::<RouteDecision>();
+    parts.extensions.remove::<SettleHooks>();
 }

@@ -301,15 +301,19 @@ async fn without_the_header_enabled_or_a_route_requests_pass_through() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn calls_do_not_inherit_the_fan_out_headers() {
+async fn calls_do_not_inherit_the_fan_out_headers_or_settle_hooks() {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let s = seen.clone();
     let inner = tower::service_fn(move |req: http::Request<rampart_core::Body>| {
         let s = s.clone();
         async move {
-            s.lock()
-                .unwrap()
-                .push(req.headers().get("x-rampart-fanout").is_some());
+            s.lock().unwrap().push(
+                req.headers().get("x-rampart-fanout").is_some()
+                    || req
+                        .extensions()
+                        .get::<rampart_core::SettleHooks>()
+                        .is_some(),
+            );
             let model = rampart_core::chat_request(&req).unwrap().model().to_owned();
             Ok::<_, BoxError>(
                 http::Response::builder()
@@ -323,6 +327,8 @@ async fn calls_do_not_inherit_the_fan_out_headers() {
     let mut r = request("a", false);
     r.headers_mut()
         .insert("x-rampart-fanout", HeaderValue::from_static("a,b"));
+    // A limiter above left its settle hook: no call may settle the whole reservation.
+    rampart_core::SettleHooks::add_to(&mut r, std::sync::Arc::new(|_| true));
     let resp = layer.layer(inner).oneshot(r).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(*seen.lock().unwrap(), vec![false, false]);
