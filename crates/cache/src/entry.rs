@@ -149,26 +149,35 @@ impl CacheEntry {
     /// request, the JSON body and the `x-rampart-model`, `x-rampart-provider` and
     /// `x-rampart-route` values, each as a u32 length and its bytes (`u32::MAX`: absent).
     pub fn encode(&self) -> Vec<u8> {
-        let headers = [&self.model, &self.provider, &self.route];
-        let len = ENCODING_MAGIC.len()
+        let mut out = Vec::with_capacity(self.encoded_len());
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// The length of [`CacheEntry::encode`]'s output.
+    pub fn encoded_len(&self) -> usize {
+        ENCODING_MAGIC.len()
             + 8
             + 4 * 5
             + self.canonical.len()
             + self.json.len()
-            + headers
+            + [&self.model, &self.provider, &self.route]
                 .iter()
                 .map(|h| h.as_ref().map_or(0, |v| v.len()))
-                .sum::<usize>();
-        let mut out = Vec::with_capacity(len);
+                .sum::<usize>()
+    }
+
+    /// Appends [`CacheEntry::encode`]'s output to `out` (after a prefix of the store's own).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.reserve(self.encoded_len());
         out.extend_from_slice(ENCODING_MAGIC);
         let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
         out.extend_from_slice(&ttl_ms.to_be_bytes());
-        put_field(&mut out, Some(&self.canonical));
-        put_field(&mut out, Some(&self.json));
-        for h in headers {
-            put_field(&mut out, h.as_ref().map(HeaderValue::as_bytes));
+        put_field(out, Some(&self.canonical));
+        put_field(out, Some(&self.json));
+        for h in [&self.model, &self.provider, &self.route] {
+            put_field(out, h.as_ref().map(HeaderValue::as_bytes));
         }
-        out
     }
 
     /// Reads an entry written by [`CacheEntry::encode`] that has `remaining` time left in its
@@ -707,6 +716,7 @@ mod tests {
         .with_served_by(Some(HeaderValue::from_static("m")), None)
         .with_route(Some(HeaderValue::from_static("explicit")));
         let bytes = e.encode();
+        assert_eq!(bytes.len(), e.encoded_len());
         tokio::time::advance(Duration::from_secs(10)).await;
         let now = Instant::now();
         let d = CacheEntry::decode(&bytes, Duration::from_secs(50), now).unwrap();

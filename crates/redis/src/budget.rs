@@ -220,7 +220,8 @@ impl Inner {
         at: Periods,
     ) -> Result<ReserveReply, StoreError> {
         let amount = amount.min(MAX_AMOUNT);
-        let limit = |l: Option<MicroUsd>| l.map_or(String::new(), |v| v.min(MAX_AMOUNT).to_string());
+        let limit =
+            |l: Option<MicroUsd>| l.map_or(String::new(), |v| v.min(MAX_AMOUNT).to_string());
         let mut keys = vec![self.tombstone(id)];
         let mut limits = Vec::with_capacity(scopes.len() * 2);
         for s in &scopes {
@@ -350,7 +351,13 @@ impl Inner {
 
     /// Queues a settle for when Redis answers again (idempotent, so a settle that did run
     /// before its answer was lost is harmless to repeat).
-    fn defer_settle(self: &Arc<Self>, id: ReservationId, scopes: Vec<Arc<str>>, at: Periods, actual: MicroUsd) {
+    fn defer_settle(
+        self: &Arc<Self>,
+        id: ReservationId,
+        scopes: Vec<Arc<str>>,
+        at: Periods,
+        actual: MicroUsd,
+    ) {
         {
             let mut q = self.lock_pending();
             if q.len() >= MAX_PENDING_SETTLES {
@@ -384,10 +391,8 @@ impl Inner {
     /// Sends waiting settles, oldest first, until none is left; retried while Redis is
     /// unavailable, dropped (counted) after `settle_retry`.
     async fn drain(self: Arc<Self>) {
-        let pause = (self.state.config().breaker_cooldown / 4).clamp(
-            Duration::from_millis(20),
-            Duration::from_millis(500),
-        );
+        let pause = (self.state.config().breaker_cooldown / 4)
+            .clamp(Duration::from_millis(20), Duration::from_millis(500));
         loop {
             let next = {
                 let q = self.lock_pending();

@@ -73,7 +73,10 @@ async fn two_replicas_never_overshoot_the_budget() {
             for i in 0..40u64 {
                 let estimate = 200 + (t * 31 + i * 17) % 800;
                 let id = ReservationId::random();
-                let reply = store.reserve(id, &limits(limit), estimate, at()).await.unwrap();
+                let reply = store
+                    .reserve(id, &limits(limit), estimate, at())
+                    .await
+                    .unwrap();
                 assert!(!reply.degraded);
                 if reply.outcome != ReserveOutcome::Reserved {
                     continue;
@@ -135,7 +138,10 @@ async fn overshoot_is_bounded_by_what_the_reservations_in_flight_underestimated(
             .reserve(ReservationId::random(), &limits(limit), 1, at())
             .await
             .unwrap();
-        assert!(matches!(reply.outcome, ReserveOutcome::Refused { remaining: 0, .. }));
+        assert!(matches!(
+            reply.outcome,
+            ReserveOutcome::Refused { remaining: 0, .. }
+        ));
     }
     // Each costs 1100: the overshoot is exactly what the ten in flight underestimated.
     for (store, id) in held {
@@ -190,14 +196,20 @@ async fn a_dead_replicas_reservations_expire() {
         .reserve(ReservationId::random(), &limits(1000), 200, at())
         .await
         .unwrap();
-    assert!(matches!(reply.outcome, ReserveOutcome::Refused { remaining: 100, .. }));
+    assert!(matches!(
+        reply.outcome,
+        ReserveOutcome::Refused { remaining: 100, .. }
+    ));
     tokio::time::sleep(Duration::from_millis(1200)).await;
     // Expired on Redis time: released by the next script that touches the scope.
     let s = spend(&survivor, "tenant:acme").await;
     assert_eq!((s.day_spent, s.day_reserved), (0, 0));
     assert_eq!(spend(&survivor, "global").await.month_reserved, 0);
     let keep = ReservationId::random();
-    let reply = survivor.reserve(keep, &limits(1000), 1000, at()).await.unwrap();
+    let reply = survivor
+        .reserve(keep, &limits(1000), 1000, at())
+        .await
+        .unwrap();
     assert_eq!(reply.outcome, ReserveOutcome::Reserved);
     // A settle that arrives after its reservation expired still counts its cost, once.
     survivor.settle(id, &scopes(), at(), 50).await.unwrap();
@@ -243,7 +255,11 @@ async fn keys_share_one_hash_tag_hide_scope_names_and_all_expire() {
         assert!(k.starts_with("rampart:v1:budget:{budget}:"), "{k}");
         assert!(!k.contains("evil") && !k.contains("global"), "{k}");
         assert_eq!(k.matches('{').count(), 1, "{k}");
-        let ttl: i64 = redis::cmd("PTTL").arg(k).query_async(&mut conn).await.unwrap();
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(k)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         assert!(ttl > 0, "{k} has no TTL ({ttl})");
     }
 }

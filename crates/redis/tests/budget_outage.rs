@@ -15,9 +15,7 @@ use rampart_core::{Body, BoxError, ChatRequest, Tenant};
 use rampart_cost_router::{BudgetLimit, CostRouterConfig, CostRouterHandle, CostRouterLayer};
 use rampart_mock::{MockConfig, MockProvider};
 use rampart_redis::testing::RedisServer;
-use rampart_redis::{
-    OutagePolicy, RedisBudgetConfig, RedisBudgetStore, RedisConfig, RedisState,
-};
+use rampart_redis::{OutagePolicy, RedisBudgetConfig, RedisBudgetStore, RedisConfig, RedisState};
 use rampart_upstream::{Timeouts, Upstream};
 use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
@@ -157,7 +155,10 @@ async fn run(policy: OutagePolicy, outage: Outage) {
     let mut during = Vec::new();
     for _ in 0..5 {
         let (seen, took) = request(&gw).await;
-        assert!(took < TIMEOUT + MARGIN, "{policy:?}: a request took {took:?}");
+        assert!(
+            took < TIMEOUT + MARGIN,
+            "{policy:?}: a request took {took:?}"
+        );
         during.push(seen);
     }
     let open = Seen::Served { degraded: true };
@@ -168,7 +169,13 @@ async fn run(policy: OutagePolicy, outage: Outage) {
                 code: "budget_exceeded".to_owned(),
                 degraded: true,
             };
-            vec![open.clone(), open, refused.clone(), refused.clone(), refused]
+            vec![
+                open.clone(),
+                open,
+                refused.clone(),
+                refused.clone(),
+                refused,
+            ]
         }
         OutagePolicy::FailOpen => vec![open; 5],
         OutagePolicy::FailClosed => {
@@ -206,7 +213,10 @@ async fn run(policy: OutagePolicy, outage: Outage) {
     let mut recovered = false;
     for _ in 0..50 {
         let (seen, took) = request(&gw).await;
-        assert!(took < TIMEOUT + MARGIN, "{policy:?}: a request took {took:?}");
+        assert!(
+            took < TIMEOUT + MARGIN,
+            "{policy:?}: a request took {took:?}"
+        );
         if let Seen::Served { .. } = seen {
             served += 1;
         }
@@ -229,8 +239,7 @@ async fn settled(gw: &Gateway, served: u64, what: &str) {
     let mut last = None;
     for _ in 0..100 {
         let b = gw.handle.budget("acme").await.unwrap();
-        if gw.store.pending_settles() == 0 && b.day_reserved == 0 && b.day_spent == served * COST
-        {
+        if gw.store.pending_settles() == 0 && b.day_reserved == 0 && b.day_spent == served * COST {
             return;
         }
         last = Some(b);
