@@ -115,7 +115,7 @@ impl std::fmt::Debug for RedisRateLimitStore {
 impl RedisRateLimitStore {
     /// A store on `state` (shared with the other Redis stores of the process). Registers the
     /// store for the `rampart_redis_degraded{store="ratelimit"}` gauge and starts its background
-    /// writer: must be called inside a Tokio runtime.
+    /// writer on the current Tokio runtime (outside one it fails with a [`ConfigError`]).
     pub fn new(state: RedisState, config: RedisRateLimitConfig) -> Result<Self, ConfigError> {
         if !(config.local_fraction > 0.0 && config.local_fraction <= 1.0) {
             return Err(ConfigError(
@@ -127,9 +127,12 @@ impl RedisRateLimitStore {
                 "ratelimit: lease must be at least 1ms".to_owned(),
             ));
         }
-        state.register_store(STORE_NAME);
         let ops = Arc::new(Script::new(include_str!("ratelimit/ops.lua")));
-        let queue = Queue::start(state.clone(), ops, config.lease, QUEUE_CAPACITY);
+        let queue =
+            Queue::start(state.clone(), ops, config.lease, QUEUE_CAPACITY).ok_or_else(|| {
+                ConfigError("ratelimit: the store must be built inside a Tokio runtime".to_owned())
+            })?;
+        state.register_store(STORE_NAME);
         Ok(Self {
             base: format!("{}:rl", state.key_base()),
             lease_ms: u64::try_from(config.lease.as_millis()).unwrap_or(u64::MAX),

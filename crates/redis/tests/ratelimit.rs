@@ -609,3 +609,45 @@ async fn reservations_are_settled_where_they_were_made() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn bad_settings_and_a_missing_runtime_are_refused() {
+    let server = RedisServer::start().await.unwrap();
+    let s = state(&server, TIMEOUT);
+    for fraction in [0.0, -0.5, 1.5, f64::NAN] {
+        let config = RedisRateLimitConfig {
+            local_fraction: fraction,
+            ..RedisRateLimitConfig::default()
+        };
+        assert!(
+            RedisRateLimitStore::new(s.clone(), config).is_err(),
+            "{fraction}"
+        );
+    }
+    let config = RedisRateLimitConfig {
+        lease: Duration::ZERO,
+        ..RedisRateLimitConfig::default()
+    };
+    assert!(RedisRateLimitStore::new(s.clone(), config).is_err());
+    // Outside a runtime the background writer cannot start: an error, not a panic.
+    let outside = std::thread::spawn(move || {
+        RedisRateLimitStore::new(s, RedisRateLimitConfig::default()).map(|_| ())
+    });
+    let err = outside.join().unwrap().unwrap_err();
+    assert!(err.to_string().contains("runtime"), "{err}");
+    // The configuration reads from TOML, with every default.
+    let c: RedisRateLimitConfig = toml::from_str(
+        r#"
+        outage = "fail_closed"
+        local_fraction = 0.25
+        lease = "90s"
+    "#,
+    )
+    .unwrap();
+    assert_eq!(c.outage, OutagePolicy::FailClosed);
+    assert_eq!(c.local_fraction, 0.25);
+    assert_eq!(c.lease, Duration::from_secs(90));
+    let d: RedisRateLimitConfig = toml::from_str("").unwrap();
+    assert_eq!(d, RedisRateLimitConfig::default());
+    assert!(toml::from_str::<RedisRateLimitConfig>("outage = \"maybe\"").is_err());
+}

@@ -72,16 +72,17 @@ pub(crate) struct Queue {
 }
 
 impl Queue {
-    /// Starts the writer task (needs a Tokio runtime).
+    /// Starts the writer task on the current Tokio runtime (`None` outside one).
     pub(crate) fn start(
         state: RedisState,
         script: Arc<Script>,
         lease: Duration,
         capacity: usize,
-    ) -> Self {
+    ) -> Option<Self> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(state, script, rx, lease, capacity.max(1)));
-        Self { tx }
+        runtime.spawn(run(state, script, rx, lease, capacity.max(1)));
+        Some(Self { tx })
     }
 
     pub(crate) fn push(&self, op: Op) {
