@@ -5,7 +5,8 @@
 //!   (`EVALSHA`) that decides every dimension of the key — requests per minute, tokens per minute,
 //!   concurrency — all or nothing, on the Redis server's clock (`TIME`), never a replica's. The
 //!   algorithm is the in-memory store's GCRA, with microsecond time.
-//! - **Keys** (under `<prefix>:v1:rl`): `{<key>}:b` (both buckets, a hash), `{<key>}:c` (the
+//! - **Keys** (under `<prefix>:v1:rl`, or `<prefix>:v1:rl:<scope>` for a
+//!   [`scoped`](RedisRateLimitStore::scoped) store): `{<key>}:b` (both buckets, a hash), `{<key>}:c` (the
 //!   concurrency slots: reservation id → lease expiry) and `{<key>}:r` (the reservation records
 //!   that make settles idempotent). One hash tag per rate-limit key, so a decision touches one
 //!   Redis Cluster slot; the key is percent-encoded (or hashed when long) so that no tenant id or
@@ -113,10 +114,41 @@ impl std::fmt::Debug for RedisRateLimitStore {
 }
 
 impl RedisRateLimitStore {
-    /// A store on `state` (shared with the other Redis stores of the process). Registers the
-    /// store for the `rampart_redis_degraded{store="ratelimit"}` gauge and starts its background
-    /// writer on the current Tokio runtime (outside one it fails with a [`ConfigError`]).
+    /// A store on `state` (shared with the other Redis stores of the process), its keys under
+    /// `<prefix>:v1:rl`. Registers the store for the `rampart_redis_degraded{store="ratelimit"}`
+    /// gauge and starts its background writer on the current Tokio runtime (outside one it fails
+    /// with a [`ConfigError`]).
+    ///
+    /// Two limiters that must not share buckets (a gateway's per-tenant and per-target limiters,
+    /// whose keys could coincide) each take a store of their own [`scoped`](Self::scoped).
     pub fn new(state: RedisState, config: RedisRateLimitConfig) -> Result<Self, ConfigError> {
+        Self::build(state, config, None)
+    }
+
+    /// A store whose keys live under `<prefix>:v1:rl:<scope>`, apart from every other scope's:
+    /// one per limiter (e.g. `tenant`, `target`). `scope` is ASCII letters, digits, `_` or `-`.
+    pub fn scoped(
+        state: RedisState,
+        config: RedisRateLimitConfig,
+        scope: &str,
+    ) -> Result<Self, ConfigError> {
+        if scope.is_empty()
+            || !scope
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(ConfigError(format!(
+                "ratelimit: scope {scope:?} must be non-empty ASCII letters, digits, '_' or '-'"
+            )));
+        }
+        Self::build(state, config, Some(scope))
+    }
+
+    fn build(
+        state: RedisState,
+        config: RedisRateLimitConfig,
+        scope: Option<&str>,
+    ) -> Result<Self, ConfigError> {
         if !(config.local_fraction > 0.0 && config.local_fraction <= 1.0) {
             return Err(ConfigError(
                 "ratelimit: local_fraction must be greater than 0 and at most 1".to_owned(),
@@ -134,7 +166,10 @@ impl RedisRateLimitStore {
             })?;
         state.register_store(STORE_NAME);
         Ok(Self {
-            base: format!("{}:rl", state.key_base()),
+            base: match scope {
+                Some(scope) => format!("{}:rl:{scope}", state.key_base()),
+                None => format!("{}:rl", state.key_base()),
+            },
             lease_ms: u64::try_from(config.lease.as_millis()).unwrap_or(u64::MAX),
             state,
             config,

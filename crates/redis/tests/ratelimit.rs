@@ -651,3 +651,31 @@ async fn bad_settings_and_a_missing_runtime_are_refused() {
     assert_eq!(d, RedisRateLimitConfig::default());
     assert!(toml::from_str::<RedisRateLimitConfig>("outage = \"maybe\"").is_err());
 }
+
+#[tokio::test]
+async fn scoped_stores_keep_their_buckets_apart() {
+    let server = RedisServer::start().await.unwrap();
+    let config = || RedisRateLimitConfig::default();
+    let tenant =
+        RedisRateLimitStore::scoped(state(&server, Duration::from_secs(2)), config(), "tenant")
+            .unwrap();
+    let target =
+        RedisRateLimitStore::scoped(state(&server, Duration::from_secs(2)), config(), "target")
+            .unwrap();
+    let q = Quota {
+        requests: Some(Rate::new(6, 1)),
+        ..Quota::default()
+    };
+    // A tenant named like a target does not spend the target's limit.
+    admit(&tenant, "openai/gpt-4.1", &q, 0).await;
+    refused(&tenant, "openai/gpt-4.1", &q, 0).await;
+    admit(&target, "openai/gpt-4.1", &q, 0).await;
+    assert!(tenant.redis_keys("k")[0].starts_with("t:v1:rl:tenant:{k}"));
+    assert!(target.redis_keys("k")[0].starts_with("t:v1:rl:target:{k}"));
+    for bad in ["", "a b", "a:b", "{x}"] {
+        assert!(
+            RedisRateLimitStore::scoped(state(&server, TIMEOUT), config(), bad).is_err(),
+            "{bad:?}"
+        );
+    }
+}
