@@ -6,9 +6,9 @@
 //!   concurrency — all or nothing, on the Redis server's clock (`TIME`), never a replica's. The
 //!   algorithm is the in-memory store's GCRA, with microsecond time.
 //! - **Keys** (under `<prefix>:v1:rl`, or `<prefix>:v1:rl:<scope>` for a
-//!   [`scoped`](RedisRateLimitStore::scoped) store): `{<key>}:b` (both buckets, a hash), `{<key>}:c` (the
-//!   concurrency slots: reservation id → lease expiry) and `{<key>}:r` (the reservation records
-//!   that make settles idempotent). One hash tag per rate-limit key, so a decision touches one
+//!   [`scoped`](RedisRateLimitStore::scoped) store): `{<key>}:b` (both buckets, a hash),
+//!   `{<key>}:c` (the concurrency slots: reservation id → lease expiry) and `{<key>}:r` (the
+//!   reservation records that make settles idempotent). One hash tag per rate-limit key, so a decision touches one
 //!   Redis Cluster slot; the key is percent-encoded (or hashed when long) so that no tenant id or
 //!   header value can break out of its tag. Every key has a TTL: the buckets until they are full
 //!   again (a full bucket is the same as no key), the sets until the last lease ends.
@@ -21,9 +21,9 @@
 //! - **Outage policy** ([`OutagePolicy`], one per store, the single source of truth): while Redis
 //!   is unavailable (error, timeout, or the shared breaker open), `local_fallback` decides in a
 //!   per-replica [`MemoryStore`] at `local_fraction` of every configured limit, `fail_open`
-//!   admits, `fail_closed` refuses with 503. Every such decision is marked degraded
-//!   (`x-rampart-degraded: ratelimit`); the gauge and the transition logs come from
-//!   [`RedisState`]. A reservation made locally is settled locally, one made in Redis is settled
+//!   admits, `fail_closed` refuses with 503 `state_store_unavailable`. Whatever is admitted or
+//!   refused with 429 meanwhile is marked `x-rampart-degraded: ratelimit`; the gauge and the
+//!   transition logs come from [`RedisState`]. A reservation made locally is settled locally, one made in Redis is settled
 //!   in Redis (best effort when Redis is down in between). Recovery is automatic.
 
 mod keys;
