@@ -103,6 +103,8 @@ struct Pending {
     scopes: Vec<Arc<str>>,
     at: Periods,
     actual: MicroUsd,
+    /// Only release a reservation that may have run late (see `settle.lua`).
+    cancel: bool,
     since: Instant,
 }
 
@@ -289,7 +291,7 @@ impl Inner {
             OutagePolicy::FailOpen => Ok(ReserveReply::degraded(ReserveOutcome::Reserved)),
             OutagePolicy::FailClosed => {
                 if maybe_sent {
-                    self.defer_settle(id, keys(), at, 0);
+                    self.defer_settle(id, keys(), at, 0, true);
                 }
                 Err(StoreError(e.to_string()))
             }
@@ -310,7 +312,7 @@ impl Inner {
                     Err(_) => return Err(StoreError("local budget did not answer".to_owned())),
                 };
                 if maybe_sent && outcome != ReserveOutcome::Reserved {
-                    self.defer_settle(id, keys(), at, 0);
+                    self.defer_settle(id, keys(), at, 0, true);
                 }
                 Ok(ReserveReply::degraded(outcome))
             }
@@ -324,6 +326,7 @@ impl Inner {
         scopes: &[Arc<str>],
         at: Periods,
         actual: MicroUsd,
+        cancel: bool,
     ) -> Result<(), Unavailable> {
         let mut keys = vec![self.tombstone(id)];
         for s in scopes {
@@ -342,21 +345,23 @@ impl Inner {
                     .arg(at.day)
                     .arg(at.month)
                     .arg(millis(this.config.tombstone_ttl()))
-                    .arg(millis(this.config.key_ttl()));
+                    .arg(millis(this.config.key_ttl()))
+                    .arg(if cancel { "1" } else { "0" });
                 inv.invoke_async::<u8>(&mut conn).await
             })
             .await
             .map(|_| ())
     }
 
-    /// Queues a settle for when Redis answers again (idempotent, so a settle that did run
-    /// before its answer was lost is harmless to repeat).
+    /// Queues a settle (or a cancel) for when Redis answers again (idempotent, so a settle
+    /// that did run before its answer was lost is harmless to repeat).
     fn defer_settle(
         self: &Arc<Self>,
         id: ReservationId,
         scopes: Vec<Arc<str>>,
         at: Periods,
         actual: MicroUsd,
+        cancel: bool,
     ) {
         {
             let mut q = self.lock_pending();
@@ -370,6 +375,7 @@ impl Inner {
                 scopes,
                 at,
                 actual,
+                cancel,
                 since: Instant::now(),
             });
         }
@@ -397,9 +403,9 @@ impl Inner {
             let next = {
                 let q = self.lock_pending();
                 q.front()
-                    .map(|p| (p.id, p.scopes.clone(), p.at, p.actual, p.since))
+                    .map(|p| (p.id, p.scopes.clone(), p.at, p.actual, p.cancel, p.since))
             };
-            let Some((id, scopes, at, actual, since)) = next else {
+            let Some((id, scopes, at, actual, cancel, since)) = next else {
                 self.draining.store(false, Ordering::Release);
                 // A settle queued after the check but before the flag went down.
                 if self.lock_pending().is_empty() || self.draining.swap(true, Ordering::AcqRel) {
@@ -413,7 +419,7 @@ impl Inner {
                 tracing::warn!(%id, "budget settle dropped: redis unavailable for too long");
                 continue;
             }
-            match self.settle_shared(id, &scopes, at, actual).await {
+            match self.settle_shared(id, &scopes, at, actual, cancel).await {
                 Ok(()) => {
                     self.lock_pending().pop_front();
                 }
@@ -453,9 +459,13 @@ impl BudgetStore for RedisBudgetStore {
         let inner = self.inner.clone();
         let scopes = scopes.to_vec();
         StoreFuture::Boxed(Box::pin(async move {
-            if inner.settle_shared(id, &scopes, at, actual).await.is_err() {
+            if inner
+                .settle_shared(id, &scopes, at, actual, false)
+                .await
+                .is_err()
+            {
                 tracing::debug!(%id, "budget settle deferred until redis answers");
-                inner.defer_settle(id, scopes, at, actual);
+                inner.defer_settle(id, scopes, at, actual, false);
             }
             Ok(())
         }))

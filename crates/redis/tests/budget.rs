@@ -263,3 +263,55 @@ async fn keys_share_one_hash_tag_hide_scope_names_and_all_expire() {
         assert!(ttl > 0, "{k} has no TTL ({ttl})");
     }
 }
+
+#[tokio::test]
+async fn a_reserve_lost_in_an_outage_is_cancelled_without_blocking_its_id() {
+    let server = RedisServer::start().await.unwrap();
+    let state = RedisState::new(RedisConfig {
+        redis_url: server.url(),
+        timeout: Duration::from_millis(100),
+        breaker_failures: 5,
+        breaker_cooldown: Duration::from_millis(200),
+        ..RedisConfig::default()
+    })
+    .unwrap();
+    // No local share: every reservation made while Redis is away is refused locally.
+    let config = RedisBudgetConfig {
+        local_fraction: 0.0,
+        ..RedisBudgetConfig::default()
+    };
+    let store = RedisBudgetStore::new(state, config).unwrap();
+    assert_eq!(
+        store.spend("tenant:acme", at()).await.unwrap(),
+        ScopeSpend::default()
+    );
+    server.pause().unwrap();
+    let id = ReservationId::random();
+    let reply = store.reserve(id, &limits(10_000), 500, at()).await.unwrap();
+    assert!(reply.degraded);
+    assert!(matches!(reply.outcome, ReserveOutcome::Refused { .. }));
+    // The reserve may still run when Redis wakes up: a cancel is queued for it.
+    assert_eq!(store.pending_settles(), 1);
+    server.resume().unwrap();
+    let mut drained = false;
+    for _ in 0..100 {
+        if store.pending_settles() == 0 {
+            drained = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(drained, "the cancel was sent");
+    let s = spend(&store, "tenant:acme").await;
+    assert_eq!(
+        (s.day_spent, s.day_reserved),
+        (0, 0),
+        "the late reserve was released"
+    );
+    // The same id can still be reserved and settled for real (a downgrade retries its id).
+    let reply = store.reserve(id, &limits(10_000), 300, at()).await.unwrap();
+    assert_eq!(reply.outcome, ReserveOutcome::Reserved);
+    store.settle(id, &scopes(), at(), 300).await.unwrap();
+    let s = spend(&store, "tenant:acme").await;
+    assert_eq!((s.day_spent, s.day_reserved), (300, 0));
+}

@@ -1,8 +1,11 @@
 -- KEYS: the tombstone of the reservation, then per scope its hash and its expiry set.
--- ARGV: id, actual cost, day, month (of the request), tombstone TTL (ms), key TTL (ms).
+-- ARGV: id, actual cost, day, month (of the request), tombstone TTL (ms), key TTL (ms), and
+-- '1' for a cancel: release the reservation if it is held, charge nothing, leave no tombstone
+-- (the id may still be reserved and settled for real afterwards).
 -- Returns 1 when settled now, 0 when it had been settled already (then nothing changes).
 local id, actual, day, month = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local tomb_ttl, key_ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
+local cancel = ARGV[7] == '1'
 local dayn, monthn = tonumber(day), tonumber(month)
 local n = (#KEYS - 1) / 2
 local field = 'r:' .. id
@@ -21,7 +24,12 @@ for i = 1, n do
     redis.call('HDEL', s, field)
     redis.call('ZREM', x, id)
   end
-  if amt then
+  if cancel then
+    if amt then
+      if tonumber(rd) == d then release(s, 'dr', amt) end
+      if tonumber(rm) == m then release(s, 'mr', amt) end
+    end
+  elseif amt then
     -- Released and charged in the windows it was reserved in, if they are still current.
     if tonumber(rd) == d then
       release(s, 'dr', amt)
@@ -48,5 +56,7 @@ for i = 1, n do
   redis.call('PEXPIRE', s, key_ttl)
   redis.call('PEXPIRE', x, key_ttl)
 end
-redis.call('SET', KEYS[1], '1', 'PX', tomb_ttl)
+if not cancel then
+  redis.call('SET', KEYS[1], '1', 'PX', tomb_ttl)
+end
 return 1
