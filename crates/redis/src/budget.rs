@@ -31,7 +31,7 @@ use tokio::time::Instant;
 
 use crate::{ConfigError, OutagePolicy, RedisState, Unavailable};
 
-/// The name of the store in metrics (`rampart_redis_degraded{store="budget"}`) and headers.
+/// The name of the store in metrics (`rampart_store_degraded{store="budget"}`) and headers.
 pub const BUDGET_STORE: &str = "budget";
 
 /// Amounts and limits above this (about 9 billion USD in micro-dollars) are clamped: the

@@ -37,7 +37,7 @@ use tokio::time::Instant;
 use crate::budget::hashed;
 use crate::{ConfigError, OutagePolicy, RedisState, Unavailable};
 
-/// The name of the store in metrics (`rampart_redis_degraded{store="cache"}`) and headers.
+/// The name of the store in metrics (`rampart_store_degraded{store="cache"}`) and headers.
 pub const CACHE_STORE: &str = "cache";
 
 /// Bytes of the generation stamp in front of every value.

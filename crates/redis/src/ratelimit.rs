@@ -48,7 +48,7 @@ pub use keys::MAX_PLAIN as MAX_PLAIN_KEY;
 use crate::{ConfigError, OutagePolicy, RedisState};
 use worker::{Op, OpKind, Queue};
 
-/// The store's name in metrics (`rampart_redis_degraded{store="ratelimit"}`) and keys.
+/// The store's name in metrics (`rampart_store_degraded{store="ratelimit"}`) and keys.
 pub const STORE_NAME: &str = "ratelimit";
 
 /// The bit of a [`ReservationId`] that marks a reservation made in the local fallback store.
@@ -60,7 +60,7 @@ const QUEUE_CAPACITY: usize = 100_000;
 /// Settings of the Redis rate-limit store.
 ///
 /// ```toml
-/// outage = "local_fallback"   # or "fail_open", "fail_closed"
+/// outage_policy = "local_fallback"   # or "fail_open", "fail_closed"
 /// local_fraction = 0.5        # each replica's share of every limit while Redis is down
 /// lease = "10m"               # longest a concurrency slot outlives a replica that never frees it
 /// ```
@@ -68,7 +68,7 @@ const QUEUE_CAPACITY: usize = 100_000;
 #[serde(default, deny_unknown_fields)]
 pub struct RedisRateLimitConfig {
     /// What decisions do while Redis is unavailable. Default `local_fallback`.
-    pub outage: OutagePolicy,
+    pub outage_policy: OutagePolicy,
     /// Under `local_fallback`: the fraction of each configured limit (rate, burst, concurrency)
     /// that every replica enforces on its own, rounded down, at least 1. With N replicas behind a
     /// balancer, `1 / N` keeps the total at the configured limit. Default 0.5.
@@ -83,7 +83,7 @@ pub struct RedisRateLimitConfig {
 impl Default for RedisRateLimitConfig {
     fn default() -> Self {
         Self {
-            outage: OutagePolicy::LocalFallback,
+            outage_policy: OutagePolicy::LocalFallback,
             local_fraction: 0.5,
             lease: Duration::from_secs(600),
         }
@@ -115,7 +115,7 @@ impl std::fmt::Debug for RedisRateLimitStore {
 
 impl RedisRateLimitStore {
     /// A store on `state` (shared with the other Redis stores of the process), its keys under
-    /// `<prefix>:v1:rl`. Registers the store for the `rampart_redis_degraded{store="ratelimit"}`
+    /// `<prefix>:v1:rl`. Registers the store for the `rampart_store_degraded{store="ratelimit"}`
     /// gauge and starts its background writer on the current Tokio runtime (outside one it fails
     /// with a [`ConfigError`]).
     ///
@@ -263,7 +263,7 @@ impl RedisRateLimitStore {
     }
 
     fn unavailable(&self, e: &crate::Unavailable) -> StoreError {
-        StoreError(format!("redis {} ({})", e.0, self.config.outage.as_str()))
+        StoreError(format!("redis {} ({})", e.0, self.config.outage_policy.as_str()))
     }
 }
 
@@ -387,7 +387,7 @@ impl RateLimitStore for RedisRateLimitStore {
                             },
                         );
                     }
-                    match self.config.outage {
+                    match self.config.outage_policy {
                         OutagePolicy::LocalFallback => Ok(local_decision(self.local.acquire_now(
                             key,
                             &self.local_quota(quota),
@@ -410,7 +410,7 @@ impl RateLimitStore for RedisRateLimitStore {
         Box::pin(async move {
             match self.run_script("p", key, 0, quota, 0).await {
                 Ok(reply) => Ok(reply.snapshot(quota)),
-                Err(e) => match self.config.outage {
+                Err(e) => match self.config.outage_policy {
                     OutagePolicy::LocalFallback => {
                         Ok(self.local.peek_now(key, &self.local_quota(quota)))
                     }
@@ -483,7 +483,7 @@ impl RateLimitStore for RedisRateLimitStore {
     }
 
     fn failure_policy(&self) -> Option<StoreFailure> {
-        match self.config.outage {
+        match self.config.outage_policy {
             // Never fails: decides locally.
             OutagePolicy::LocalFallback => None,
             OutagePolicy::FailOpen => Some(StoreFailure::FailOpen),

@@ -7,7 +7,7 @@
 //! [`Unavailable`] and each store applies its [`OutagePolicy`](crate::OutagePolicy).
 //!
 //! The state is never silent: the gauge `rampart_redis_up` (1 healthy, 0 unavailable), the
-//! gauge `rampart_redis_degraded{store}` (1 while a registered store is serving without Redis),
+//! gauge `rampart_store_degraded{store}` (1 while a registered store is serving without Redis),
 //! the counter `rampart_redis_errors_total{reason}`, and one log line per transition.
 
 use std::fmt;
@@ -169,7 +169,7 @@ impl RedisState {
         self.inner.up.load(Ordering::Acquire)
     }
 
-    /// Registers a store by name, for the `rampart_redis_degraded{store}` gauge: it reads 1 for
+    /// Registers a store by name, for the `rampart_store_degraded{store}` gauge: it reads 1 for
     /// every registered store while Redis is unavailable.
     pub fn register_store(&self, name: &'static str) {
         let mut stores = self
@@ -181,7 +181,7 @@ impl RedisState {
             stores.push(name);
         }
         let degraded = if self.is_up() { 0.0 } else { 1.0 };
-        metrics::gauge!("rampart_redis_degraded", "store" => name).set(degraded);
+        metrics::gauge!("rampart_store_degraded", "store" => name).set(degraded);
     }
 
     /// Runs one Redis call `f` on the shared connection under the timeout and the breaker.
@@ -293,7 +293,7 @@ impl RedisState {
             .clone();
         metrics::gauge!("rampart_redis_up").set(if up { 1.0 } else { 0.0 });
         for store in &stores {
-            metrics::gauge!("rampart_redis_degraded", "store" => *store).set(if up {
+            metrics::gauge!("rampart_store_degraded", "store" => *store).set(if up {
                 0.0
             } else {
                 1.0

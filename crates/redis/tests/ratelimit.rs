@@ -45,7 +45,7 @@ fn store(state: RedisState, outage: OutagePolicy, lease: Duration) -> Arc<RedisR
         RedisRateLimitStore::new(
             state,
             RedisRateLimitConfig {
-                outage,
+                outage_policy: outage,
                 local_fraction: 0.5,
                 lease,
             },
@@ -638,18 +638,18 @@ async fn bad_settings_and_a_missing_runtime_are_refused() {
     // The configuration reads from TOML, with every default.
     let c: RedisRateLimitConfig = toml::from_str(
         r#"
-        outage = "fail_closed"
+        outage_policy = "fail_closed"
         local_fraction = 0.25
         lease = "90s"
     "#,
     )
     .unwrap();
-    assert_eq!(c.outage, OutagePolicy::FailClosed);
+    assert_eq!(c.outage_policy, OutagePolicy::FailClosed);
     assert_eq!(c.local_fraction, 0.25);
     assert_eq!(c.lease, Duration::from_secs(90));
     let d: RedisRateLimitConfig = toml::from_str("").unwrap();
     assert_eq!(d, RedisRateLimitConfig::default());
-    assert!(toml::from_str::<RedisRateLimitConfig>("outage = \"maybe\"").is_err());
+    assert!(toml::from_str::<RedisRateLimitConfig>("outage_policy = \"maybe\"").is_err());
 }
 
 #[tokio::test]

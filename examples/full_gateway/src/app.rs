@@ -18,6 +18,7 @@ use rampart_fallback::FallbackLayer;
 use rampart_mock::MockProvider;
 use rampart_parallel::{FanOutLayer, HedgeLayer};
 use rampart_ratelimit::RateLimitLayer;
+use rampart_redis::{RedisBudgetStore, RedisCacheStore, RedisRateLimitStore, RedisState};
 use rampart_upstream::{ProviderConfig, ProviderKind, Upstream};
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
@@ -145,13 +146,30 @@ pub fn build_with_secrets(
 
     // The chat-completions stack, outer to inner. Later layers (rate limits, cache, router,
     // fallback) slot in between auth and the per-target layers.
-    let limiter = |c: Option<rampart_ratelimit::RateLimitConfig>, at: &str| {
-        c.map(RateLimitLayer::from_config)
-            .transpose()
-            .map_err(|e| format!("{at}: {e}"))
+    // Shared state: one Redis connection for every store; absent = all stores in memory.
+    let redis = config
+        .state
+        .as_ref()
+        .map(|s| {
+            RedisState::new(s.redis())
+                .map(|r| (r, s))
+                .map_err(|e| format!("state: {e}"))
+        })
+        .transpose()?;
+    let limiter = |c: Option<rampart_ratelimit::RateLimitConfig>, at: &str, scope: &str| {
+        let Some(c) = c else { return Ok(None) };
+        let builder = RateLimitLayer::builder().config(c);
+        let builder = match &redis {
+            Some((state, s)) => builder.store(Arc::new(
+                RedisRateLimitStore::scoped(state.clone(), s.rate_limits.clone(), scope)
+                    .map_err(|e| format!("state.rate_limits: {e}"))?,
+            )),
+            None => builder,
+        };
+        builder.build().map(Some).map_err(|e| format!("{at}: {e}"))
     };
-    let tenant_limit = limiter(config.tenant_limits(), "rate_limits.tenant")?;
-    let target_limit = limiter(config.target_limits(), "rate_limits.target")?;
+    let tenant_limit = limiter(config.tenant_limits(), "rate_limits.tenant", "tenant")?;
+    let target_limit = limiter(config.target_limits(), "rate_limits.target", "target")?;
     // Candidates for a model: its catalog entry (provider, context window).
     let catalog: Arc<BTreeMap<String, Candidate>> = Arc::new(
         config
@@ -173,15 +191,31 @@ pub fn build_with_secrets(
     let fallback = FallbackLayer::from_config(config.fallback_config())
         .map_err(|e| format!("fallback: {e}"))?
         .resolver(move |model: &str| catalog.get(model).cloned());
-    let cache = config
-        .cache
-        .clone()
-        .map(CacheLayer::from_config)
-        .transpose()
-        .map_err(|e| format!("cache: {e}"))?;
+    let cache = match (config.cache.clone(), &redis) {
+        (None, _) => None,
+        (Some(c), None) => Some(CacheLayer::from_config(c).map_err(|e| format!("cache: {e}"))?),
+        (Some(c), Some((state, s))) => {
+            let store = RedisCacheStore::new(state.clone(), s.cache.clone())
+                .map_err(|e| format!("state.cache: {e}"))?;
+            Some(
+                CacheLayer::builder()
+                    .config(c)
+                    .store(Arc::new(store))
+                    .build()
+                    .map_err(|e| format!("cache: {e}"))?,
+            )
+        }
+    };
     let cache_handle = cache.as_ref().map(CacheLayer::handle);
-    let router =
-        CostRouterLayer::from_config(config.router_config()).map_err(|e| format!("router: {e}"))?;
+    let router = CostRouterLayer::builder().config(config.router_config());
+    let router = match &redis {
+        Some((state, s)) => router.budget_store(Arc::new(
+            RedisBudgetStore::new(state.clone(), s.budgets.clone())
+                .map_err(|e| format!("state.budgets: {e}"))?,
+        )),
+        None => router,
+    };
+    let router = router.build().map_err(|e| format!("router: {e}"))?;
     let router_handle = router.handle();
     let (hedge, fan_out) = parallel_layers(&config)?;
     let stack = ServiceBuilder::new()
@@ -371,7 +405,15 @@ async fn spend(State(state): State<AppState>, headers: HeaderMap) -> Response {
                 "reserved_usd": format_usd(b.month_reserved),
             });
         }
-        Err(e) => tracing::warn!(error = %e, "budget store unavailable for /v1/spend"),
+        Err(e) => {
+            tracing::warn!(error = %e, "budget store unavailable for /v1/spend");
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "state_store_unavailable",
+                "The budget store is unavailable; try again shortly.".to_owned(),
+            );
+        }
     }
     axum::Json(body).into_response()
 }

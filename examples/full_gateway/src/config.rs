@@ -60,6 +60,73 @@ pub struct GatewayConfig {
     /// Logs and traces: text or JSON lines, the log filter, OTLP export (`otel` feature).
     #[serde(default)]
     pub observability: crate::observe::ObservabilityConfig,
+    /// Shared state in Redis (rate limits, budgets, cache across replicas); absent = every
+    /// store in process memory.
+    #[serde(default)]
+    pub state: Option<StateConfig>,
+}
+
+/// `[state]`: Redis-backed stores shared by every replica, and what each does while Redis is
+/// unavailable.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// `redis://host:port/db`.
+    pub redis_url: String,
+    /// Deadline of one Redis call. Default 50 ms.
+    #[serde(default = "defaults::redis_timeout", with = "humantime_serde")]
+    pub timeout: std::time::Duration,
+    /// Consecutive failed Redis calls that open the Redis breaker. Default 3.
+    #[serde(default = "defaults::breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long the Redis breaker stays open before a probe. Default 1 s.
+    #[serde(default = "defaults::breaker_cooldown", with = "humantime_serde")]
+    pub breaker_cooldown: std::time::Duration,
+    /// Key prefix (replicas sharing state must use the same). Default `rampart`.
+    #[serde(default = "defaults::key_prefix")]
+    pub key_prefix: String,
+    /// `[state.rate_limits]`: the rate-limit store (outage policy default `local_fallback`).
+    #[serde(default)]
+    pub rate_limits: rampart_redis::RedisRateLimitConfig,
+    /// `[state.budgets]`: the budget store (outage policy default `local_fallback`).
+    #[serde(default)]
+    pub budgets: rampart_redis::RedisBudgetConfig,
+    /// `[state.cache]`: the cache store (outage policy default `fail_open`).
+    #[serde(default)]
+    pub cache: rampart_redis::RedisCacheConfig,
+}
+
+impl StateConfig {
+    /// The connection settings.
+    pub fn redis(&self) -> rampart_redis::RedisConfig {
+        rampart_redis::RedisConfig {
+            redis_url: self.redis_url.clone(),
+            timeout: self.timeout,
+            breaker_failures: self.breaker_failures,
+            breaker_cooldown: self.breaker_cooldown,
+            key_prefix: self.key_prefix.clone(),
+        }
+    }
+}
+
+mod defaults {
+    use std::time::Duration;
+
+    fn base() -> rampart_redis::RedisConfig {
+        rampart_redis::RedisConfig::default()
+    }
+    pub(super) fn redis_timeout() -> Duration {
+        base().timeout
+    }
+    pub(super) fn breaker_failures() -> u32 {
+        base().breaker_failures
+    }
+    pub(super) fn breaker_cooldown() -> Duration {
+        base().breaker_cooldown
+    }
+    pub(super) fn key_prefix() -> String {
+        base().key_prefix
+    }
 }
 
 /// `[rate_limits]`.
