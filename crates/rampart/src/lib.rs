@@ -47,3 +47,13 @@ pub use rampart_cost_router::CostRouterLayer;
 /// The simulated provider (feature `mock`).
 #[cfg(feature = "mock")]
 pub use rampart_mock as mock;
+
+/// Hedged requests and fan-out across models (feature `parallel`).
+#[cfg(feature = "parallel")]
+pub use rampart_parallel as parallel;
+#[cfg(feature = "parallel")]
+pub use rampart_parallel::{FanOutLayer, HedgeLayer};
+
+/// Redis-backed shared state for several replicas (feature `redis`).
+#[cfg(feature = "redis")]
+pub use rampart_redis as redis;
