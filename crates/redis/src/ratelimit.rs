@@ -263,7 +263,11 @@ impl RedisRateLimitStore {
     }
 
     fn unavailable(&self, e: &crate::Unavailable) -> StoreError {
-        StoreError(format!("redis {} ({})", e.0, self.config.outage_policy.as_str()))
+        StoreError(format!(
+            "redis {} ({})",
+            e.0,
+            self.config.outage_policy.as_str()
+        ))
     }
 }
 
