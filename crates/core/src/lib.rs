@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod body;
+pub mod charge;
 pub mod classify;
 pub mod clock;
 pub mod commit;
@@ -17,6 +18,7 @@ pub mod tap;
 pub mod tenant;
 
 pub use body::{Body, BoxError};
+pub use charge::{CancelCharge, CancelledCall, CancelledCalls};
 pub use classify::{Verdict, classify_error, classify_report, classify_status};
 pub use clock::{Clock, TokioClock};
 pub use edge::{BoxChatService, Edge, EdgeConfig, EdgeLayer, chat_request, ensure_chat_request};

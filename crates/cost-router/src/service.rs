@@ -10,6 +10,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Request, Response};
 use http_body::Frame;
 use http_body_util::BodyExt;
+use rampart_core::charge::prompt_charge;
 use rampart_core::error::ErrorSource;
 use rampart_core::headers::{
     X_RAMPART_COST_USD, X_RAMPART_DEGRADED, X_RAMPART_MODEL, X_RAMPART_ROUTE,
@@ -17,8 +18,8 @@ use rampart_core::headers::{
 use rampart_core::pricing::format_usd;
 use rampart_core::tap::tap_response;
 use rampart_core::{
-    Body, BoxError, CompletionReport, Error, ErrorKind, MicroUsd, Price, ResponseFacts, Tenant,
-    chat_request, ensure_chat_request,
+    Body, BoxError, CancelCharge, CancelledCalls, CompletionReport, Error, ErrorKind, MicroUsd,
+    Price, ResponseFacts, Tenant, chat_request, ensure_chat_request,
 };
 use tokio::time::Instant;
 use tower_service::Service;
@@ -323,14 +324,33 @@ where
     req.extensions_mut().insert(primary.clone());
     req.extensions_mut().insert(decision);
 
+    // A parallel layer above (a fan-out) may cancel this call (it lost): it is then charged
+    // its prompt estimate at the primary's input price.
+    let cell = req.extensions().get::<CancelCharge>().cloned();
+    let cancel_cost = match (&cell, cfg.catalog.get(&primary.model)) {
+        (Some(_), Some(m)) => prompt_charge(&m.price, chat.estimate_prompt_tokens()),
+        _ => 0,
+    };
+    let on_cancel = cell.clone().map(|cell| OnCancel {
+        cost: cancel_cost,
+        cell,
+        shared: shared.clone(),
+        tenant: tenant.shared_id().clone(),
+        model: primary.model.clone(),
+    });
+
     let started = Instant::now();
     // Until a response head arrives nothing has been served: if the client leaves while the
     // call (and any fallback retries) is still running, the reservation is released, not
-    // charged.
-    let unserved = ReleaseUnlessServed(reservation.clone());
+    // charged (unless a parallel layer asked for the cancel charge above).
+    let unserved = ReleaseUnlessServed {
+        reservation: reservation.clone(),
+        on_cancel,
+    };
     let resp = match inner.call(req).await {
         Ok(r) => r,
         Err(e) => {
+            unserved.served();
             // Nothing was served: release the reservation.
             if let Some(r) = &reservation {
                 r.settle(0);
@@ -339,6 +359,27 @@ where
         }
     };
     unserved.served();
+    // Calls a layer below (a hedge) cancelled on the way to this answer: each is charged its
+    // prompt estimate at its model's input price (the primary's when the catalog lacks it).
+    let extras: Vec<(Arc<str>, MicroUsd)> = resp
+        .extensions()
+        .get::<CancelledCalls>()
+        .map(|calls| {
+            calls
+                .0
+                .iter()
+                .map(|c| {
+                    let price = cfg
+                        .catalog
+                        .get(&c.model)
+                        .or_else(|| cfg.catalog.get(&primary.model))
+                        .map_or(0, |m| prompt_charge(&m.price, c.prompt_tokens));
+                    (c.model.clone(), price)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let extra: MicroUsd = extras.iter().map(|(_, c)| *c).sum();
     let resp = match resp.extensions().get::<ResponseFacts>() {
         Some(_) => resp,
         None => {
@@ -368,6 +409,7 @@ where
         success,
         price,
         estimate,
+        cancel_cost,
     };
     {
         let shared = shared.clone();
@@ -375,26 +417,26 @@ where
         let model = facts.target.model.clone();
         let reservation = reservation.clone();
         facts.completion.on_complete(move |report| {
-            let cost = charge.of(report);
+            let cancelled = cell.as_ref().is_some_and(CancelCharge::is_cancelled);
+            let cost = charge.of(report, cancelled);
+            let total = cost.saturating_add(extra);
             if let Some(r) = &reservation {
-                r.settle(cost);
+                r.settle(total);
             }
-            if cost > 0 {
-                shared.spend.record(&tenant, &model, cost);
-                metrics::counter!(
-                    "rampart_cost_usd_total",
-                    "tenant" => tenant.to_string(),
-                    "model" => model.to_string()
-                )
-                .increment(cost);
+            record_spend(&shared, &tenant, &model, cost);
+            for (m, c) in &extras {
+                record_spend(&shared, &tenant, m, *c);
+            }
+            if let Some(cell) = &cell {
+                cell.add(total);
             }
         });
     }
     drop(reservation);
     if !success {
-        parts
-            .headers
-            .insert(X_RAMPART_COST_USD, HeaderValue::from_static("0.000000"));
+        if let Ok(v) = HeaderValue::from_str(&format_usd(extra)) {
+            parts.headers.insert(X_RAMPART_COST_USD, v);
+        }
         return Ok(Response::from_parts(parts, body));
     }
     if facts.stream {
@@ -404,7 +446,7 @@ where
     match buffer(body, cfg.max_json_body_bytes).await? {
         Buffered::Full(bytes) => {
             if let Some(report) = facts.completion.report() {
-                let cost = charge.of(&report);
+                let cost = charge.of(&report, false).saturating_add(extra);
                 if let Ok(v) = HeaderValue::from_str(&format_usd(cost)) {
                     parts.headers.insert(X_RAMPART_COST_USD, v);
                 }
@@ -416,24 +458,43 @@ where
     }
 }
 
+/// Adds `cost` to the spend totals and `rampart_cost_usd_total`.
+fn record_spend(shared: &Shared, tenant: &Arc<str>, model: &Arc<str>, cost: MicroUsd) {
+    if cost == 0 {
+        return;
+    }
+    shared.spend.record(tenant, model, cost);
+    metrics::counter!(
+        "rampart_cost_usd_total",
+        "tenant" => tenant.to_string(),
+        "model" => model.to_string()
+    )
+    .increment(cost);
+}
+
 /// How a finished response is charged.
 #[derive(Debug, Clone, Copy)]
 struct Charge {
     success: bool,
     price: Option<Price>,
     estimate: MicroUsd,
+    /// The prompt estimate at the primary's input price: the charge of a call cancelled by a
+    /// parallel layer above.
+    cancel_cost: MicroUsd,
 }
 
 impl Charge {
     /// Error statuses cost nothing; reported usage is priced at the served model's price; a
     /// response without usage (cut, client gone, unknown served model) costs the estimate
-    /// (the reservation is kept as spent).
-    fn of(&self, report: &CompletionReport) -> MicroUsd {
+    /// (the reservation is kept as spent), or its prompt estimate when a parallel layer above
+    /// `cancelled` it.
+    fn of(&self, report: &CompletionReport, cancelled: bool) -> MicroUsd {
         if !self.success {
             return 0;
         }
         match (&report.usage, self.price) {
             (Some(usage), Some(price)) => price.cost(usage),
+            _ if cancelled => self.cancel_cost,
             _ => self.estimate,
         }
     }
@@ -498,20 +559,42 @@ impl http_body::Body for Prefixed {
     }
 }
 
-/// Releases a budget reservation when dropped before [`served`](Self::served): the request
-/// ended (the client left) before any response head.
-struct ReleaseUnlessServed(Option<Arc<Reservation>>);
+/// The charge of a call dropped before its answer, asked for with [`CancelCharge`].
+struct OnCancel {
+    cell: CancelCharge,
+    cost: MicroUsd,
+    shared: Arc<Shared>,
+    tenant: Arc<str>,
+    model: Arc<str>,
+}
+
+/// Settles a budget reservation when dropped before [`served`](Self::served): the request
+/// ended (the client left, or a parallel layer dropped it) before any response head. The
+/// reservation is released, or settled to the prompt charge when a parallel layer cancelled the
+/// call ([`CancelCharge`]).
+struct ReleaseUnlessServed {
+    reservation: Option<Arc<Reservation>>,
+    on_cancel: Option<OnCancel>,
+}
 
 impl ReleaseUnlessServed {
     fn served(mut self) {
-        self.0 = None;
+        self.reservation = None;
+        self.on_cancel = None;
     }
 }
 
 impl Drop for ReleaseUnlessServed {
     fn drop(&mut self) {
-        if let Some(r) = self.0.take() {
-            r.settle(0);
+        // Charged only when the parallel layer cancelled the call (not when the client left).
+        let on_cancel = self.on_cancel.take().filter(|c| c.cell.is_cancelled());
+        let cost = on_cancel.as_ref().map_or(0, |c| c.cost);
+        if let Some(r) = self.reservation.take() {
+            r.settle(cost);
+        }
+        if let Some(c) = on_cancel {
+            record_spend(&c.shared, &c.tenant, &c.model, c.cost);
+            c.cell.add(c.cost);
         }
     }
 }

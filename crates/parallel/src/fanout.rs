@@ -20,8 +20,8 @@ use rampart_core::headers::{X_RAMPART_ATTEMPTS, X_RAMPART_COST_USD, X_RAMPART_RO
 use rampart_core::openai::ErrorBody;
 use rampart_core::pricing::format_usd;
 use rampart_core::{
-    Body, BoxError, ChatRequest, EdgeConfig, Error, ErrorKind, MicroUsd, Price, ResponseFacts,
-    RouteDecision, SettleHooks, Target, chat_request, ensure_chat_request,
+    Body, BoxError, CancelCharge, ChatRequest, EdgeConfig, Error, ErrorKind, MicroUsd, Price,
+    ResponseFacts, RouteDecision, SettleHooks, Target, chat_request, ensure_chat_request,
 };
 use tokio::time::Instant;
 use tower_layer::Layer;
@@ -425,6 +425,14 @@ impl Failure {
         }
     }
 
+    /// The same failure with what a router below charged for it (none when zero).
+    pub(crate) fn charged(mut self, micros: MicroUsd) -> Self {
+        if micros > 0 {
+            self.cost = Some(micros);
+        }
+        self
+    }
+
     pub(crate) fn broken(message: String, headers: &HeaderMap) -> Self {
         Self {
             kind: ErrorKind::UpstreamBroken,
@@ -476,10 +484,11 @@ pub(crate) enum Outcome {
     Success(Response<Body>),
     /// No answer.
     Failed(Failure),
-    /// Dropped because another answer won.
-    Cancelled,
-    /// Dropped at the deadline.
-    TimedOut,
+    /// Dropped because another answer won; what a router below charged for it (its prompt
+    /// estimate, see [`CancelCharge`]).
+    Cancelled(MicroUsd),
+    /// Dropped at the deadline; what a router below charged for it.
+    TimedOut(MicroUsd),
 }
 
 type BranchFuture = Pin<Box<dyn Future<Output = (usize, Outcome)> + Send>>;
@@ -527,8 +536,8 @@ fn count_call(outcome: &Outcome) {
     let label = match outcome {
         Outcome::Success(_) => "success",
         Outcome::Failed(_) => "failure",
-        Outcome::Cancelled => "cancelled",
-        Outcome::TimedOut => "timeout",
+        Outcome::Cancelled(_) => "cancelled",
+        Outcome::TimedOut(_) => "timeout",
     };
     metrics::counter!(FANOUT_CALLS_COUNTER, "outcome" => label).increment(1);
 }
@@ -558,7 +567,12 @@ impl Totals {
                     t.add(reported_cost(r.headers()), reported_attempts(r.headers()))
                 }
                 Outcome::Failed(f) => t.add(f.cost, f.attempts),
-                Outcome::Cancelled | Outcome::TimedOut => {}
+                // Charged by a router below although it never answered.
+                Outcome::Cancelled(c) | Outcome::TimedOut(c) => {
+                    if *c > 0 {
+                        t.add(Some(*c), None);
+                    }
+                }
             }
         }
         t
@@ -619,8 +633,13 @@ where
     let template = first.clone();
     let mut first = Some(first);
     let mut pending: FuturesUnordered<BranchFuture> = FuturesUnordered::new();
+    // Each call asks a router below to charge its prompt if it is dropped before answering.
+    let charges: Vec<CancelCharge> = plan.models.iter().map(|_| CancelCharge::new()).collect();
     for (i, model) in plan.models.iter().enumerate() {
-        let req = branch_request(&parts, &chat, model);
+        let mut req = branch_request(&parts, &chat, model);
+        if let Some(c) = charges.get(i) {
+            req.extensions_mut().insert(c.clone());
+        }
         let (svc, ready) = match first.take() {
             Some(s) => (s, true),
             None => (template.clone(), false),
@@ -649,19 +668,33 @@ where
             }
         }
     }
-    // Dropping the calls still running closes their upstream connections.
+    // Dropping the calls still running closes their upstream connections; a router below
+    // charges each its prompt estimate (they reached their providers).
+    let won = winner.as_ref().map(|(i, _)| *i);
+    for (i, (slot, charge)) in outcomes.iter().zip(&charges).enumerate() {
+        if slot.is_none() && won != Some(i) {
+            charge.cancel();
+        }
+    }
     drop(pending);
     let cancelled = winner.is_some();
     let mut outcomes: Vec<Outcome> = outcomes
         .into_iter()
-        .map(|o| {
+        .zip(&charges)
+        .enumerate()
+        .map(|(i, (o, charge))| {
             o.unwrap_or_else(|| {
+                // The winner's cost is in its own headers.
+                let charged = if won == Some(i) { 0 } else { charge.charged() };
                 let o = if cancelled {
-                    Outcome::Cancelled
+                    Outcome::Cancelled(charged)
                 } else {
-                    Outcome::TimedOut
+                    Outcome::TimedOut(charged)
                 };
-                count_call(&o);
+                // The winner was counted as a success.
+                if won != Some(i) {
+                    count_call(&o);
+                }
                 o
             })
         })
@@ -698,7 +731,7 @@ where
             match best {
                 Some((_, i)) => {
                     let totals = Totals::of(&outcomes);
-                    let chosen = std::mem::replace(&mut outcomes[i], Outcome::Cancelled);
+                    let chosen = std::mem::replace(&mut outcomes[i], Outcome::Cancelled(0));
                     match chosen {
                         Outcome::Success(mut resp) => {
                             decorate(resp.headers_mut(), &plan, totals, true);

@@ -14,7 +14,8 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use rampart_core::commit::CommitConfig;
 use rampart_core::{
-    Body, BoxError, Candidate, ChatRequest, ResponseFacts, RouteDecision, Target, chat_request,
+    Body, BoxError, CancelledCall, CancelledCalls, Candidate, ChatRequest, ResponseFacts,
+    RouteDecision, Target, chat_request,
 };
 use rampart_fallback::RetryBudget;
 use tokio::time::Instant;
@@ -362,6 +363,33 @@ fn hedge_request(
     Some(req)
 }
 
+/// Lists the calls dropped when `result` won (`in_flight`: every other call still running) in
+/// its [`CancelledCalls`], each with the request's prompt estimate, for a router above to
+/// charge at the model's input price: they reached their providers, which bill the prompt.
+fn charge_cancelled(
+    result: Result<Response<Body>, BoxError>,
+    in_flight: &[(usize, Arc<str>)],
+    chat: &ChatRequest,
+) -> Result<Response<Body>, BoxError> {
+    let mut resp = result?;
+    if in_flight.is_empty() {
+        return Ok(resp);
+    }
+    let prompt_tokens = chat.estimate_prompt_tokens();
+    let calls = in_flight.iter().map(|(_, model)| CancelledCall {
+        model: model.clone(),
+        prompt_tokens,
+    });
+    match resp.extensions_mut().get_mut::<CancelledCalls>() {
+        Some(listed) => listed.0.extend(calls),
+        None => {
+            resp.extensions_mut()
+                .insert(CancelledCalls(calls.collect()));
+        }
+    }
+    Ok(resp)
+}
+
 fn count(event: &'static str) {
     metrics::counter!(HEDGES_COUNTER, "event" => event).increment(1);
 }
@@ -402,6 +430,8 @@ where
     let (parts, body) = req.into_parts();
     let template = first.clone();
     let mut called: Vec<Arc<str>> = vec![primary.model.clone()];
+    // The calls still running, by index: the ones dropped when another wins are charged.
+    let mut in_flight: Vec<(usize, Arc<str>)> = vec![(0, primary.model.clone())];
     let mut pending: FuturesUnordered<BranchFuture> = FuturesUnordered::new();
     pending.push(branch(
         0,
@@ -431,6 +461,7 @@ where
         match event {
             Event::Done(None) => break,
             Event::Done(Some(done)) => {
+                in_flight.retain(|(i, _)| *i != done.idx);
                 if is_success(&done.result) {
                     let served = done
                         .result
@@ -449,7 +480,8 @@ where
                             abandon(&resp);
                         }
                     }
-                    return with_models_called(done.result, &called);
+                    let result = charge_cancelled(done.result, &in_flight, &chat);
+                    return with_models_called(result, &called);
                 }
                 failures.push((done.idx, done.result));
                 if pending.is_empty() {
@@ -473,6 +505,7 @@ where
                 }
                 tracing::debug!(target: "rampart::parallel", hedge = %target, after = ?delay, "hedging");
                 called.push(target.model.clone());
+                in_flight.push((next, target.model.clone()));
                 pending.push(branch(
                     next,
                     target,

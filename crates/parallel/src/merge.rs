@@ -95,11 +95,15 @@ pub(crate) fn all(
         if !matches!(slot, Outcome::Success(_)) {
             match slot {
                 Outcome::Failed(f) => calls.push(failure_entry(model, f)),
+                Outcome::TimedOut(c) => calls.push(failure_entry(
+                    model,
+                    &Failure::timeout(plan.deadline).charged(*c),
+                )),
                 _ => calls.push(failure_entry(model, &Failure::timeout(plan.deadline))),
             }
             continue;
         }
-        let Outcome::Success(resp) = std::mem::replace(slot, Outcome::Cancelled) else {
+        let Outcome::Success(resp) = std::mem::replace(slot, Outcome::Cancelled(0)) else {
             continue;
         };
         let (parts, body) = resp.into_parts();
@@ -221,8 +225,8 @@ pub(crate) fn all_failed(plan: &Plan, outcomes: &[Outcome]) -> Error {
         let model = model_at(plan, i);
         let f = match o {
             Outcome::Failed(f) => f,
-            Outcome::TimedOut => &timeout,
-            Outcome::Cancelled | Outcome::Success(_) => {
+            Outcome::TimedOut(_) => &timeout,
+            Outcome::Cancelled(_) | Outcome::Success(_) => {
                 items.push(format!("{model}: cancelled"));
                 continue;
             }

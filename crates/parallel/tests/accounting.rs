@@ -1,5 +1,6 @@
 //! Budgets and spend across parallel calls, with the real cost router and simulated providers:
-//! a fan-out above the router charges every call; a hedge below it charges the answer served.
+//! a fan-out above the router charges every call; a hedge below it charges the answer served;
+//! a call cancelled because another won is charged its prompt estimate at its input price.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -27,11 +28,19 @@ fn routed(
     router_toml: &str,
     openai_latency: Duration,
 ) -> (CostRouterLayer, Upstream, MockProvider) {
+    routed_with(router_toml, Latency::fixed(openai_latency))
+}
+
+/// The router over four simulated providers (openai's with `openai_latency`).
+fn routed_with(
+    router_toml: &str,
+    openai_latency: Latency,
+) -> (CostRouterLayer, Upstream, MockProvider) {
     let config: CostRouterConfig = toml::from_str(router_toml).unwrap();
     let router = CostRouterLayer::from_config(config).unwrap();
     let fast = MockProvider::new(MockConfig::default());
     let slow = MockProvider::new(MockConfig {
-        latency: Latency::fixed(openai_latency),
+        latency: openai_latency,
         ..MockConfig::default()
     });
     let mut upstream = Upstream::builder();
@@ -145,6 +154,8 @@ async fn a_hedge_below_the_router_charges_the_answer_served() {
         r#"
         [fallbacks]
         "gpt-4.1" = ["claude-sonnet-4.5"]
+        [budgets.default]
+        daily_usd = 10.0
         "#,
         Duration::from_secs(10),
     );
@@ -156,12 +167,7 @@ async fn a_hedge_below_the_router_charges_the_answer_served() {
     .unwrap();
     let svc: Svc = BoxCloneSyncService::new(router.layer(hedge.layer(upstream)));
     let t0 = tokio::time::Instant::now();
-    let resp = svc
-        .oneshot(chat(
-            r#"{"model":"gpt-4.1","max_tokens":20,"messages":[{"role":"user","content":"hi"}]}"#,
-        ))
-        .await
-        .unwrap();
+    let resp = svc.oneshot(chat(HI)).await.unwrap();
     assert_eq!(t0.elapsed(), Duration::from_millis(100));
     assert_eq!(resp.headers()["x-rampart-model"], "claude-sonnet-4.5");
     assert_eq!(
@@ -170,9 +176,81 @@ async fn a_hedge_below_the_router_charges_the_answer_served() {
     );
     let claude = model_spend(&handle, "claude-sonnet-4.5");
     assert!(claude > 0);
-    assert_eq!(cost_header(&resp), format_usd(claude));
-    // The cancelled call reported no usage: it is not in the spend.
-    assert_eq!(model_spend(&handle, "gpt-4.1"), 0);
-    assert_eq!(handle.spend("acme"), claude);
+    // The cancelled primary reported no usage: it is charged its prompt estimate at gpt-4.1's
+    // input price, in the spend and in the cost header.
+    let loser = prompt_charge(&handle, "gpt-4.1", HI);
+    assert!(loser > 0);
+    assert_eq!(model_spend(&handle, "gpt-4.1"), loser);
+    assert_eq!(cost_header(&resp), format_usd(claude + loser));
+    assert_eq!(handle.spend("acme"), claude + loser);
+    // The budget (one reservation for the request) is settled to the same sum, after the fact.
+    let budget = handle.budget("acme").await.unwrap();
+    assert_eq!((budget.day_spent, budget.day_reserved), (claude + loser, 0));
+    assert_eq!(openai.calls("gpt-4.1"), 1);
+}
+
+const HI: &str =
+    r#"{"model":"gpt-4.1","max_tokens":20,"messages":[{"role":"user","content":"hi"}]}"#;
+
+/// What a cancelled call of `body` to `model` is charged: the prompt estimate at the input price
+/// (micro-USD per token), rounded up.
+fn prompt_charge(h: &CostRouterHandle, model: &str, body: &str) -> u64 {
+    let chat = ChatRequest::parse(Bytes::copy_from_slice(body.as_bytes())).unwrap();
+    let input = h.catalog().get(model).unwrap().price.input;
+    (chat.estimate_prompt_tokens() as f64 * input).ceil() as u64
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fastest_fan_out_charges_the_cancelled_call_its_prompt() {
+    // gpt-4.1 (openai) takes 10 s; claude answers at once and wins.
+    let (router, upstream, openai) = routed(
+        r#"
+        [budgets.default]
+        daily_usd = 10.0
+        "#,
+        Duration::from_secs(10),
+    );
+    let handle = router.handle();
+    let svc: Svc = BoxCloneSyncService::new(duo("fastest").layer(router.layer(upstream)));
+    let body = r#"{"model":"duo","max_tokens":20,"messages":[{"role":"user","content":"Name three rivers."}]}"#;
+    let resp = svc.oneshot(chat(body)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-rampart-model"], "claude-sonnet-4.5");
+    let claude = model_spend(&handle, "claude-sonnet-4.5");
+    assert!(claude > 0);
+    let loser = prompt_charge(&handle, "gpt-4.1", body);
+    assert!(loser > 0);
+    assert_eq!(model_spend(&handle, "gpt-4.1"), loser);
+    assert_eq!(cost_header(&resp), format_usd(claude + loser));
+    assert_eq!(handle.spend("acme"), claude + loser);
+    // Its reservation (its own, above the fan-out's other call) is settled to the prompt charge.
+    let budget = handle.budget("acme").await.unwrap();
+    assert_eq!((budget.day_spent, budget.day_reserved), (claude + loser, 0));
+    assert_eq!(openai.calls("gpt-4.1"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_streamed_loser_whose_answer_had_begun_is_charged_its_prompt_not_its_estimate() {
+    // gpt-4.1's head comes at once but its first token after 10 s: the router has served it
+    // (its whole estimate would be kept) when claude's first chunk wins and the call is dropped.
+    let (router, upstream, openai) = routed_with(
+        "",
+        Latency {
+            first_token: Duration::from_secs(10),
+            ..Latency::ZERO
+        },
+    );
+    let handle = router.handle();
+    let svc: Svc = BoxCloneSyncService::new(duo("fastest").layer(router.layer(upstream)));
+    let body = r#"{"model":"duo","stream":true,"max_tokens":20,"messages":[{"role":"user","content":"Name three rivers."}]}"#;
+    let resp = svc.oneshot(chat(body)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-rampart-model"], "claude-sonnet-4.5");
+    resp.into_body().collect().await.unwrap();
+    let loser = prompt_charge(&handle, "gpt-4.1", body);
+    assert_eq!(model_spend(&handle, "gpt-4.1"), loser);
+    let claude = model_spend(&handle, "claude-sonnet-4.5");
+    assert!(claude > 0);
+    assert_eq!(handle.spend("acme"), claude + loser);
     assert_eq!(openai.calls("gpt-4.1"), 1);
 }
