@@ -1,10 +1,10 @@
 //! Caller identity: the [`Tenant`] request extension and virtual keys.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::HeaderValue;
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::error::Error;
 
@@ -36,7 +36,10 @@ impl Tenant {
 /// compared against every digest in constant time.
 #[derive(Clone, Default)]
 pub struct VirtualKeys {
-    keys: Arc<[([u8; 32], Tenant)]>,
+    /// Tenants by the SHA-256 digest of their key. Looking a presented key up by its digest
+    /// leaks nothing useful through timing: learning which digests exist would need a SHA-256
+    /// preimage. One lookup per request, however many keys are configured.
+    keys: Arc<HashMap<[u8; 32], Tenant>>,
 }
 
 impl std::fmt::Debug for VirtualKeys {
@@ -62,13 +65,15 @@ impl VirtualKeys {
     pub fn from_digests<'a>(
         entries: impl IntoIterator<Item = (&'a str, Tenant)>,
     ) -> Result<Self, BadDigest> {
-        let mut keys = Vec::new();
+        let mut keys = HashMap::new();
         for (hex_digest, tenant) in entries {
             let mut d = [0u8; 32];
             hex::decode_to_slice(hex_digest.trim(), &mut d).map_err(|_| BadDigest)?;
-            keys.push((d, tenant));
+            keys.insert(d, tenant);
         }
-        Ok(Self { keys: keys.into() })
+        Ok(Self {
+            keys: Arc::new(keys),
+        })
     }
 
     /// The hex SHA-256 digest of a key, as stored in config.
@@ -108,14 +113,10 @@ impl VirtualKeys {
             .filter(|k| !k.is_empty())
             .ok_or_else(|| Error::invalid_api_key(true))?;
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        // Compare against every key, without stopping early.
-        let mut found: Option<&Tenant> = None;
-        for (d, tenant) in self.keys.iter() {
-            if bool::from(d.ct_eq(&digest)) {
-                found = Some(tenant);
-            }
-        }
-        found.cloned().ok_or_else(|| Error::invalid_api_key(false))
+        self.keys
+            .get(&digest)
+            .cloned()
+            .ok_or_else(|| Error::invalid_api_key(false))
     }
 }
 
