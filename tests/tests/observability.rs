@@ -270,7 +270,7 @@ async fn metrics_after_traffic_have_every_family_and_the_right_values() {
     // Cost by tenant and model; none for the refused tenant.
     assert!(
         v(
-            "rampart_cost_usd_total",
+            "rampart_cost_microdollars_total",
             &[("tenant", "acme"), ("model", "gemini-2.5-flash")]
         )
         .unwrap_or(0.0)
@@ -278,11 +278,11 @@ async fn metrics_after_traffic_have_every_family_and_the_right_values() {
         "{text}"
     );
     assert!(
-        v("rampart_cost_usd_total", &[("model", "claude-sonnet-4.5")]).unwrap_or(0.0) > 0.0,
+        v("rampart_cost_microdollars_total", &[("model", "claude-sonnet-4.5")]).unwrap_or(0.0) > 0.0,
         "{text}"
     );
     assert_eq!(
-        v("rampart_cost_usd_total", &[("tenant", "tight")]),
+        v("rampart_cost_microdollars_total", &[("tenant", "tight")]),
         None,
         "{text}"
     );

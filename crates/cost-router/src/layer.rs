@@ -221,7 +221,7 @@ impl CostRouterLayerBuilder {
         let alpha = self.config.ewma_alpha;
         let compiled = Compiled::empty(self.config);
         metrics::describe_counter!(
-            "rampart_cost_usd_total",
+            "rampart_cost_microdollars_total",
             "Spend in micro-dollars (1e-6 USD) by tenant and served model."
         );
         metrics::describe_counter!(

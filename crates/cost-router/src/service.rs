@@ -458,14 +458,14 @@ where
     }
 }
 
-/// Adds `cost` to the spend totals and `rampart_cost_usd_total`.
+/// Adds `cost` to the spend totals and `rampart_cost_microdollars_total`.
 fn record_spend(shared: &Shared, tenant: &Arc<str>, model: &Arc<str>, cost: MicroUsd) {
     if cost == 0 {
         return;
     }
     shared.spend.record(tenant, model, cost);
     metrics::counter!(
-        "rampart_cost_usd_total",
+        "rampart_cost_microdollars_total",
         "tenant" => tenant.to_string(),
         "model" => model.to_string()
     )
