@@ -31,7 +31,7 @@ header = { enabled = true, max_models = 2 }
 "#;
 
 #[tokio::test]
-async fn a_stalled_primary_is_hedged_to_its_fallback_and_only_the_answer_is_charged() {
+async fn a_stalled_primary_is_hedged_and_the_cancelled_call_is_charged_its_prompt() {
     let gw = TestGateway::start(&format!(
         "{}\n[parallel.hedge]\nmodels.\"gpt-4.1\" = {{ delay = \"50ms\" }}\n",
         fast_defaults()
@@ -51,6 +51,19 @@ async fn a_stalled_primary_is_hedged_to_its_fallback_and_only_the_answer_is_char
     let cost = usd(r.header("x-rampart-cost-usd").unwrap());
     assert!(cost > 0);
     assert_eq!(spend_total(&gw).await, cost);
+    // The same answer asked of claude directly costs less: the hedged request also pays the
+    // cancelled gpt-4.1 call's prompt estimate at gpt-4.1's input price.
+    let direct = gw
+        .post(
+            "/v1/chat/completions",
+            common::HELLO.replace("gpt-4.1", "claude-sonnet-4.5"),
+            &[],
+        )
+        .await;
+    assert_eq!(direct.status, StatusCode::OK, "{}", direct.text());
+    let alone = usd(direct.header("x-rampart-cost-usd").unwrap());
+    assert!(alone > 0 && cost > alone, "hedged {cost}, alone {alone}");
+    assert_eq!(spend_total(&gw).await, cost + alone);
 
     // A stream is hedged the same way and ends cleanly.
     let r = gw
