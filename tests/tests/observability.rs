@@ -278,7 +278,12 @@ async fn metrics_after_traffic_have_every_family_and_the_right_values() {
         "{text}"
     );
     assert!(
-        v("rampart_cost_microdollars_total", &[("model", "claude-sonnet-4.5")]).unwrap_or(0.0) > 0.0,
+        v(
+            "rampart_cost_microdollars_total",
+            &[("model", "claude-sonnet-4.5")]
+        )
+        .unwrap_or(0.0)
+            > 0.0,
         "{text}"
     );
     assert_eq!(
