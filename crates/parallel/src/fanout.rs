@@ -12,7 +12,6 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
-use pin_project_lite::pin_project;
 use rampart_core::classify::retry_after;
 use rampart_core::commit::CommitConfig;
 use rampart_core::error::find_error;
@@ -32,6 +31,7 @@ use crate::branch::{
 };
 use crate::config::{FanOutConfig, Strategy};
 use crate::error::ConfigError;
+use crate::future::ResponseFuture;
 use crate::headers::{X_RAMPART_FANOUT, X_RAMPART_FANOUT_STRATEGY, X_RAMPART_MODELS_CALLED};
 use crate::merge;
 
@@ -168,54 +168,6 @@ impl<S: std::fmt::Debug> std::fmt::Debug for FanOut<S> {
         f.debug_struct("FanOut")
             .field("inner", &self.inner)
             .finish_non_exhaustive()
-    }
-}
-
-type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
-
-pin_project! {
-    /// The future of [`FanOut`]: the inner future itself for a request that is not fanned out,
-    /// a boxed one otherwise.
-    pub struct ResponseFuture<F> {
-        #[pin]
-        kind: Kind<F>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F> {
-        Direct { #[pin] fut: F },
-        Boxed { fut: BoxFuture },
-    }
-}
-
-impl<F> ResponseFuture<F> {
-    fn direct(fut: F) -> Self {
-        Self {
-            kind: Kind::Direct { fut },
-        }
-    }
-
-    fn boxed(fut: BoxFuture) -> Self {
-        Self {
-            kind: Kind::Boxed { fut },
-        }
-    }
-}
-
-impl<F, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<Body>, E>>,
-    E: Into<BoxError>,
-{
-    type Output = Result<Response<Body>, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Direct { fut } => fut.poll(cx).map_err(Into::into),
-            KindProj::Boxed { fut } => fut.as_mut().poll(cx),
-        }
     }
 }
 

@@ -11,7 +11,6 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use http::request::Parts;
 use http::{Request, Response};
-use pin_project_lite::pin_project;
 use rampart_core::commit::CommitConfig;
 use rampart_core::{
     Body, BoxError, CancelledCall, CancelledCalls, Candidate, ChatRequest, ResponseFacts,
@@ -25,6 +24,7 @@ use tower_service::Service;
 use crate::branch::{abandon, branch_request, call, is_success, with_models_called};
 use crate::config::{HedgeConfig, HedgePolicy};
 use crate::error::ConfigError;
+use crate::future::ResponseFuture;
 use crate::ttfb::Latencies;
 
 /// The counter of hedging events, labelled `event`: `started` (a hedge call began), `won` (a
@@ -233,54 +233,6 @@ impl<S: std::fmt::Debug> std::fmt::Debug for Hedge<S> {
         f.debug_struct("Hedge")
             .field("inner", &self.inner)
             .finish_non_exhaustive()
-    }
-}
-
-type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
-
-pin_project! {
-    /// The future of [`Hedge`]: the inner future itself for a request that is not hedged (no
-    /// allocation), a boxed one for a hedged request.
-    pub struct ResponseFuture<F> {
-        #[pin]
-        kind: Kind<F>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F> {
-        Direct { #[pin] fut: F },
-        Hedged { fut: BoxFuture },
-    }
-}
-
-impl<F> ResponseFuture<F> {
-    fn direct(fut: F) -> Self {
-        Self {
-            kind: Kind::Direct { fut },
-        }
-    }
-
-    fn boxed(fut: BoxFuture) -> Self {
-        Self {
-            kind: Kind::Hedged { fut },
-        }
-    }
-}
-
-impl<F, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<Body>, E>>,
-    E: Into<BoxError>,
-{
-    type Output = Result<Response<Body>, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Direct { fut } => fut.poll(cx).map_err(Into::into),
-            KindProj::Hedged { fut } => fut.as_mut().poll(cx),
-        }
     }
 }
 

@@ -4,6 +4,7 @@ mod branch;
 pub mod config;
 pub mod error;
 pub mod fanout;
+mod future;
 pub mod headers;
 pub mod hedge;
 mod merge;
@@ -15,6 +16,7 @@ pub use config::{
 };
 pub use error::ConfigError;
 pub use fanout::{FANOUT_CALLS_COUNTER, FANOUT_REQUESTS_COUNTER, FanOut, FanOutLayer, Pricer};
+pub use future::ResponseFuture;
 pub use headers::{X_RAMPART_FANOUT, X_RAMPART_FANOUT_STRATEGY, X_RAMPART_MODELS_CALLED};
 pub use hedge::{HEDGES_COUNTER, Hedge, HedgeLayer};
 pub use merge::{CALLS_FIELD, CHOICE_MODEL_FIELD};
