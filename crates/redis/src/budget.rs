@@ -285,7 +285,7 @@ impl Inner {
     ) -> Result<ReserveReply, StoreError> {
         // A call that timed out may still run when Redis answers again; one refused by the
         // breaker never left. A reservation the layer will not settle is cancelled later.
-        let maybe_sent = e.0 != "breaker open";
+        let maybe_sent = !e.never_sent();
         let keys = || scopes.iter().map(|s| s.scope.clone()).collect::<Vec<_>>();
         match self.config.outage_policy {
             OutagePolicy::FailOpen => Ok(ReserveReply::degraded(ReserveOutcome::Reserved)),

@@ -259,7 +259,7 @@ impl RedisRateLimitStore {
             .state
             .call(|mut conn| async move { inv.invoke_async(&mut conn).await })
             .await?;
-        Reply::parse(&v).ok_or_else(|| crate::Unavailable("malformed script reply".to_owned()))
+        Reply::parse(&v).ok_or_else(|| crate::Unavailable("malformed script reply".into()))
     }
 
     fn unavailable(&self, e: &crate::Unavailable) -> StoreError {
@@ -376,7 +376,7 @@ impl RateLimitStore for RedisRateLimitStore {
             match self.run_script("a", key, id, quota, tokens).await {
                 Ok(reply) => Ok(reply.decision(quota, id)),
                 Err(e) => {
-                    if e.0 != "breaker open" {
+                    if !e.never_sent() {
                         // The script may have run and only its reply been lost: undo whatever
                         // it charged (nothing, if it never ran).
                         self.push(

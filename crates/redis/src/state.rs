@@ -10,6 +10,7 @@
 //! gauge `rampart_store_degraded{store}` (1 while a registered store is serving without Redis),
 //! the counter `rampart_redis_errors_total{reason}`, and one log line per transition.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -58,7 +59,18 @@ pub const SCHEMA_VERSION: &str = "v1";
 /// Redis could not answer in time (down, slow, breaker open, or a protocol error).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("redis unavailable: {0}")]
-pub struct Unavailable(pub String);
+pub struct Unavailable(pub Cow<'static, str>);
+
+impl Unavailable {
+    /// The reason given while the breaker is open.
+    pub const BREAKER_OPEN: &'static str = "breaker open";
+
+    /// Whether the call was refused before anything was sent to Redis (the breaker was open):
+    /// a write that failed this way cannot have landed.
+    pub fn never_sent(&self) -> bool {
+        self.0 == Self::BREAKER_OPEN
+    }
+}
 
 /// A configuration error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -209,7 +221,7 @@ impl RedisState {
             Err(reason) => {
                 metrics::counter!("rampart_redis_errors_total", "reason" => reason).increment(1);
                 self.on_failure(reason);
-                Err(Unavailable(reason.to_owned()))
+                Err(Unavailable(Cow::Borrowed(reason)))
             }
         }
     }
@@ -231,7 +243,9 @@ impl RedisState {
                 *health = Health::Probing;
                 Ok(())
             }
-            Health::Open { .. } | Health::Probing => Err(Unavailable("breaker open".to_owned())),
+            Health::Open { .. } | Health::Probing => {
+                Err(Unavailable(Cow::Borrowed(Unavailable::BREAKER_OPEN)))
+            }
         }
     }
 
