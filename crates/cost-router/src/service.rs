@@ -466,8 +466,9 @@ fn record_spend(shared: &Shared, tenant: &Arc<str>, model: &Arc<str>, cost: Micr
     shared.spend.record(tenant, model, cost);
     metrics::counter!(
         "rampart_cost_microdollars_total",
-        "tenant" => tenant.to_string(),
-        "model" => model.to_string()
+        // Arc clones: labels without a string allocation per request.
+        "tenant" => metrics::SharedString::from(Arc::clone(tenant)),
+        "model" => metrics::SharedString::from(Arc::clone(model))
     )
     .increment(cost);
 }
