@@ -16,6 +16,13 @@ use std::process::ExitCode;
 pub use app::{Gateway, build, build_with_secrets};
 pub use config::GatewayConfig;
 
+// mimalloc instead of the system allocator: a request through every layer makes about 190 small
+// allocations, and under load glibc's malloc/free took about 16 % of the gateway's CPU
+// (`benches/README.md` has the before/after figures). Set here so the binary, the example, the
+// tests and the in-process bench all run on the same allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "\
 full_gateway — an OpenAI-compatible LLM gateway built from Rampart's layers
 

@@ -23,6 +23,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 
+// The same allocator as `full_gateway`, so the baseline differs from it only in the layers.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type ProxyBody = UnsyncBoxBody<bytes::Bytes, hyper::Error>;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
