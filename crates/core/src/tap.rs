@@ -16,8 +16,9 @@ use tokio::time::Instant;
 
 use crate::body::{Body, BoxError};
 use crate::facts::{Completion, CompletionReport, Outcome, ResponseFacts, Target};
-use crate::openai::Usage;
+use crate::openai::{CompletionTokensDetails, PromptTokensDetails, Usage};
 use crate::sse::split_lines;
+use serde_json::Map;
 
 /// JSON bodies larger than this are forwarded but not scanned for usage.
 const MAX_JSON_SCAN: usize = 8 * 1024 * 1024;
@@ -192,12 +193,63 @@ struct ScanChoice {
     finish_reason: Option<String>,
 }
 
+/// `usage` as the tap reads it: the counts only. [`Usage`] keeps unknown members in flattened
+/// maps, and serde buffers every flattened object before typing it; read once per response,
+/// that made the scan the costliest step of the JSON path (about 15,000 instructions for a
+/// 650-byte answer under callgrind, against about 4,000 with this struct).
+#[derive(Deserialize)]
+struct ScanUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    total_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<ScanPromptDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<ScanCompletionDetails>,
+}
+
+#[derive(Deserialize)]
+struct ScanPromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct ScanCompletionDetails {
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
+}
+
+impl From<ScanUsage> for Usage {
+    fn from(u: ScanUsage) -> Self {
+        Usage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.total_tokens,
+            prompt_tokens_details: u.prompt_tokens_details.map(|d| PromptTokensDetails {
+                cached_tokens: d.cached_tokens,
+                extra: Map::new(),
+            }),
+            completion_tokens_details: u.completion_tokens_details.map(|d| {
+                CompletionTokensDetails {
+                    reasoning_tokens: d.reasoning_tokens,
+                    extra: Map::new(),
+                }
+            }),
+            extra: Map::new(),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct Scan {
     #[serde(default)]
     choices: Option<Vec<ScanChoice>>,
     #[serde(default)]
-    usage: Option<Usage>,
+    usage: Option<ScanUsage>,
     #[serde(default)]
     error: Option<serde_json::Value>,
 }
@@ -241,6 +293,117 @@ fn value_is_null(hay: &[u8], key: &memmem::Finder<'_>) -> Option<bool> {
         found = Some(true);
     }
     found
+}
+
+/// Where the values of a completion's top-level `usage`, `choices` and `error` members start.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct TopMembers {
+    usage: Option<usize>,
+    choices: Option<usize>,
+    error: Option<usize>,
+}
+
+/// Walks a JSON object's structure (strings, nesting) without typing anything, and notes where
+/// the top-level members the tap reads begin. `None` unless the body is one object whose
+/// strings and brackets all close, with only whitespace after it: a cut answer goes to the full
+/// parse, which reports it invalid. It does not check literals and numbers, so a balanced object
+/// with a bad literal inside is read as it stands (the client gets those bytes either way).
+/// Hand-written because serde_json offers no skim that reports positions; the typed parse it
+/// replaces cost ~20 instructions a byte.
+fn skim_object(body: &[u8]) -> Option<TopMembers> {
+    let mut out = TopMembers::default();
+    let start = body.iter().position(|b| !b.is_ascii_whitespace())?;
+    if body[start] != b'{' {
+        return None;
+    }
+    let mut depth = 0usize;
+    let mut i = start;
+    while i < body.len() {
+        match body[i] {
+            b'"' => {
+                let open = i + 1;
+                let close = string_end(body, open)?;
+                i = close + 1;
+                if depth == 1 {
+                    let rest = i + body[i..]
+                        .iter()
+                        .take_while(|b| b.is_ascii_whitespace())
+                        .count();
+                    if body.get(rest) == Some(&b':') {
+                        let value = rest
+                            + 1
+                            + body[rest + 1..]
+                                .iter()
+                                .take_while(|b| b.is_ascii_whitespace())
+                                .count();
+                        let slot = match &body[open..close] {
+                            b"usage" => &mut out.usage,
+                            b"choices" => &mut out.choices,
+                            b"error" => &mut out.error,
+                            _ => {
+                                i = value;
+                                continue;
+                            }
+                        };
+                        if slot.is_some() {
+                            // A repeated member: let the full parse decide.
+                            return None;
+                        }
+                        *slot = Some(value);
+                        i = value;
+                    }
+                }
+                continue;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return body[i + 1..]
+                        .iter()
+                        .all(u8::is_ascii_whitespace)
+                        .then_some(out);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The index of the quote closing the string whose content starts at `from`.
+fn string_end(body: &[u8], mut from: usize) -> Option<usize> {
+    loop {
+        let at = from + memchr::memchr2(b'"', b'\\', &body[from..])?;
+        if body[at] == b'"' {
+            return Some(at);
+        }
+        // An escape: skip the backslash and the character it escapes.
+        from = at + 2;
+        if from > body.len() {
+            return None;
+        }
+    }
+}
+
+/// The `usage` object that starts `from` (whatever follows it is not read).
+fn read_usage(from: &[u8]) -> Option<Usage> {
+    let mut de = serde_json::Deserializer::from_slice(from);
+    Option::<ScanUsage>::deserialize(&mut de)
+        .ok()
+        .flatten()
+        .map(Usage::from)
+}
+
+/// The first `finish_reason` in `choices` (given from the array's start) that is a string.
+fn first_finish_reason(choices: &[u8]) -> Option<String> {
+    FINISH_KEY.find_iter(choices).find_map(|pos| {
+        let rest = trim_start(&choices[pos + FINISH_KEY.needle().len()..]);
+        let rest = trim_start(rest.strip_prefix(b":")?);
+        let mut de = serde_json::Deserializer::from_slice(rest);
+        Option::<String>::deserialize(&mut de).ok().flatten()
+    })
 }
 
 fn trim_start(s: &[u8]) -> &[u8] {
@@ -429,7 +592,7 @@ impl Scanner {
         }
         let usage_only = scan.usage.is_some() && scan.choices.as_ref().is_none_or(Vec::is_empty);
         if let Some(u) = scan.usage {
-            self.usage = Some(u);
+            self.usage = Some(u.into());
         }
         if usage_only && self.opts.hide_usage_chunk {
             self.skip_blank = true;
@@ -476,9 +639,24 @@ impl Scanner {
                 Outcome::UpstreamError(format!("upstream answered {}", self.opts.status))
             };
         }
+        // A success without an `error` member: read `usage` and the first `finish_reason`
+        // where they stand instead of typing the whole answer (a full serde pass over a
+        // 650-byte completion cost ~13,000 instructions, most of the JSON path's tap).
+        if ok
+            && let Some(members) = skim_object(&body)
+            && members
+                .error
+                .is_none_or(|at| body[at..].starts_with(b"null"))
+        {
+            self.usage = members.usage.and_then(|at| read_usage(&body[at..]));
+            self.finish_reason = members
+                .choices
+                .and_then(|at| first_finish_reason(&body[at..]));
+            return Outcome::Complete;
+        }
         match serde_json::from_slice::<Scan>(&body) {
             Ok(scan) => {
-                self.usage = scan.usage;
+                self.usage = scan.usage.map(Usage::from);
                 self.finish_reason = scan
                     .choices
                     .iter()
@@ -626,5 +804,89 @@ mod tests {
         assert_eq!(r.usage.as_ref().unwrap().total_tokens, 4);
         drop(body);
         assert_eq!(c.report().unwrap().outcome, Outcome::Complete);
+    }
+
+    /// What the full typed parse reads from a body: usage and the first finish reason.
+    fn full_parse(body: &[u8]) -> Option<(Option<Usage>, Option<String>)> {
+        let scan = serde_json::from_slice::<Scan>(body).ok()?;
+        let fr = scan
+            .choices
+            .iter()
+            .flatten()
+            .find_map(|c| c.finish_reason.clone());
+        Some((scan.usage.map(Usage::from), fr))
+    }
+
+    fn skimmed(body: &[u8]) -> Option<(Option<Usage>, Option<String>)> {
+        let m = skim_object(body)?;
+        let usage = m.usage.and_then(|at| read_usage(&body[at..]));
+        Some((
+            usage,
+            m.choices.and_then(|at| first_finish_reason(&body[at..])),
+        ))
+    }
+
+    #[test]
+    fn skim_reads_what_the_full_parse_reads() {
+        let bodies: &[&str] = &[
+            // The simulated provider's answer.
+            r#"{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"length"}],"usage":{"prompt_tokens":31,"completion_tokens":16,"total_tokens":47,"prompt_tokens_details":{"cached_tokens":5,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":3}},"service_tier":"default"}"#,
+            // Usage first, spaces and newlines, escapes and look-alike keys inside strings.
+            "{ \"usage\" : {\"prompt_tokens\": 7, \"completion_tokens\": 2, \"total_tokens\": 9},\n  \"choices\": [ {\"message\": {\"content\": \"say \\\"usage\\\": {\\\"prompt_tokens\\\": 999} and \\\\\"}, \"finish_reason\" : \"stop\"} ] }",
+            // A nested `usage` member inside a choice does not count; the top-level one does.
+            r#"{"choices":[{"message":{"content":"a","extra":{"usage":{"prompt_tokens":1000}}},"finish_reason":null},{"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#,
+            // No usage at all; an explicit null error.
+            r#"{"choices":[{"finish_reason":"tool_calls","message":{"tool_calls":[{"function":{"arguments":"{\"usage\":1}"}}]}}],"error":null}"#,
+            r#"{"choices":[],"usage":null}"#,
+        ];
+        for b in bodies {
+            let full = full_parse(b.as_bytes()).unwrap();
+            assert_eq!(skimmed(b.as_bytes()), Some(full), "{b}");
+        }
+        let (u, fr) = skimmed(bodies[1].as_bytes()).unwrap();
+        assert_eq!(u.unwrap().prompt_tokens, 7);
+        assert_eq!(fr.as_deref(), Some("stop"));
+        let (u, _) = skimmed(bodies[2].as_bytes()).unwrap();
+        assert_eq!(u.unwrap().prompt_tokens, 3);
+        let (u, fr) = skimmed(bodies[0].as_bytes()).unwrap();
+        let u = u.unwrap();
+        assert_eq!((u.cached_tokens(), u.reasoning_tokens()), (5, 3));
+        assert_eq!(fr.as_deref(), Some("length"));
+    }
+
+    #[test]
+    fn skim_refuses_what_is_not_one_closed_object() {
+        for b in [
+            r#"{"usage":{"prompt_tokens":1}"#,             // cut
+            r#"{"choices":[{"message":"abc}]}"#,           // unterminated string
+            r#"{"a":1} {"b":2}"#,                          // trailing data
+            r#"[{"usage":{}}]"#,                           // not an object
+            r#"{"usage":{"prompt_tokens":1},"usage":{}}"#, // repeated member
+            r#"{"a":"\"#,                                  // escape at the end
+            "",
+        ] {
+            assert_eq!(skim_object(b.as_bytes()), None, "{b}");
+        }
+        assert!(skim_object(b" {\"a\":[1,{\"b\":\"}\"}]} \n").is_some());
+    }
+
+    #[tokio::test]
+    async fn garbled_success_body_is_still_reported_invalid() {
+        let c = Completion::new();
+        let json = TapOptions {
+            sse: false,
+            status: StatusCode::OK,
+            hide_usage_chunk: false,
+        };
+        let body = tap_body(
+            stream_of(vec!["{\"choices\":[{\"a\":tru}"]),
+            c.clone(),
+            json,
+        );
+        body.collect().await.unwrap();
+        assert_eq!(
+            c.report().unwrap().outcome,
+            Outcome::UpstreamError("upstream sent invalid JSON".to_owned())
+        );
     }
 }
