@@ -88,6 +88,9 @@ pub struct ChatRequest {
     /// `messages` typed on first use; shared by every clone (a rewrite for upstream clones the
     /// request: the typed messages must not be copied with it).
     messages: Arc<OnceLock<Result<Vec<Message>, RequestError>>>,
+    /// How many messages there are, counted on first use (several layers estimate the prompt
+    /// of one request: skimming `messages` once instead of at each).
+    message_count: OnceLock<u64>,
 }
 
 impl fmt::Debug for ChatRequest {
@@ -233,6 +236,7 @@ impl ChatRequest {
             seed: None,
             user: None,
             messages: Arc::default(),
+            message_count: OnceLock::new(),
         };
         let mut have_model = false;
         let mut have_messages = false;
@@ -416,7 +420,10 @@ impl ChatRequest {
                 next.max_completion_tokens = typed("max_completion_tokens", raw)?
             }
             "temperature" => next.temperature = typed("temperature", raw)?,
-            "messages" => next.messages = Arc::default(),
+            "messages" => {
+                next.messages = Arc::default();
+                next.message_count = OnceLock::new();
+            }
             _ => {}
         }
         match next.members.iter_mut().find(|(k, _)| &**k == key) {
@@ -508,11 +515,13 @@ impl ChatRequest {
     /// How many messages there are: from the typed messages when a layer already typed them,
     /// else by skimming the array without building anything.
     pub fn message_count(&self) -> u64 {
-        if let Some(Ok(m)) = self.messages.get() {
-            return m.len() as u64;
-        }
-        serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(self.messages_raw())
-            .map_or(1, |v| v.len() as u64)
+        *self.message_count.get_or_init(|| {
+            if let Some(Ok(m)) = self.messages.get() {
+                return m.len() as u64;
+            }
+            serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(self.messages_raw())
+                .map_or(1, |v| v.len() as u64)
+        })
     }
 }
 
