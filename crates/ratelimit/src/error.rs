@@ -76,28 +76,50 @@ fn write_reset(d: Duration, out: &mut impl std::fmt::Write) -> std::fmt::Result 
         return out.write_str("0s");
     }
     if ms < 1000 {
-        return write!(out, "{ms}ms");
+        write_int(out, ms)?;
+        return out.write_str("ms");
     }
     let h = ms / 3_600_000;
     let m = (ms / 60_000) % 60;
     let s = (ms / 1000) % 60;
     let mut frac = ms % 1000;
     if h > 0 {
-        write!(out, "{h}h")?;
+        write_int(out, h)?;
+        out.write_str("h")?;
     }
     if h > 0 || m > 0 {
-        write!(out, "{m}m")?;
+        write_int(out, m)?;
+        out.write_str("m")?;
     }
-    write!(out, "{s}")?;
+    write_int(out, s)?;
     if frac > 0 {
-        let mut digits = 3;
-        while frac.is_multiple_of(10) {
+        // Up to three decimals, trailing zeros dropped: 500 -> ".5", 50 -> ".05".
+        let mut digits = [b'0'; 3];
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (frac % 10) as u8;
             frac /= 10;
-            digits -= 1;
         }
-        write!(out, ".{frac:0digits$}")?;
+        let len = 3 - digits.iter().rev().take_while(|&&d| d == b'0').count();
+        out.write_str(".")?;
+        out.write_str(std::str::from_utf8(&digits[..len]).map_err(|_| std::fmt::Error)?)?;
     }
     out.write_str("s")
+}
+
+/// Writes `n` in decimal without the formatting machinery (this runs for every response of a
+/// limited request: `write!` cost ~300 instructions a number).
+fn write_int(out: &mut impl std::fmt::Write, mut n: u128) -> std::fmt::Result {
+    let mut buf = [0u8; 39];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.write_str(std::str::from_utf8(&buf[at..]).map_err(|_| std::fmt::Error)?)
 }
 
 /// A small stack buffer for header values.
@@ -295,5 +317,10 @@ mod tests {
         assert_eq!(format_reset(Duration::from_secs(360)), "6m0s");
         assert_eq!(format_reset(Duration::from_secs(3600)), "1h0m0s");
         assert_eq!(format_reset(Duration::from_secs(3725)), "1h2m5s");
+        assert_eq!(format_reset(Duration::from_millis(1050)), "1.05s");
+        assert_eq!(format_reset(Duration::from_millis(1001)), "1.001s");
+        assert_eq!(format_reset(Duration::from_millis(61_200)), "1m1.2s");
+        assert_eq!(format_reset(Duration::from_millis(999)), "999ms");
+        assert_eq!(format_reset(Duration::from_secs(100 * 3600)), "100h0m0s");
     }
 }

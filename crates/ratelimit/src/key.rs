@@ -81,7 +81,14 @@ pub struct TargetKey;
 impl KeyExtractor for TargetKey {
     fn key(&self, req: &Request<Body>, chat: &ChatRequest) -> Option<Arc<str>> {
         Some(match req.extensions().get::<Target>() {
-            Some(t) => t.to_string().into(),
+            Some(t) => {
+                // `provider/model`, as `Target`'s Display writes it, without the formatter.
+                let mut k = String::with_capacity(t.provider.len() + 1 + t.model.len());
+                k.push_str(&t.provider);
+                k.push('/');
+                k.push_str(&t.model);
+                k.into()
+            }
             None => chat.model().into(),
         })
     }
