@@ -42,10 +42,48 @@ pub fn format_usd(micros: MicroUsd) -> String {
     format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000)
 }
 
+/// [`format_usd`] as a header value (`x-rampart-cost-usd`), written without the formatter or
+/// an intermediate string: it is set on every answer.
+pub fn usd_value(micros: MicroUsd) -> http::HeaderValue {
+    // u64::MAX has 20 digits: 14 whole + '.' + 6 fractional fit in 21 bytes.
+    let mut buf = [b'0'; 24];
+    let mut at = buf.len();
+    let mut n = micros;
+    for i in 0.. {
+        if i == 6 {
+            at -= 1;
+            buf[at] = b'.';
+        }
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 && i >= 6 {
+            break;
+        }
+    }
+    http::HeaderValue::from_bytes(&buf[at..]).unwrap_or(http::HeaderValue::from_static("0.000000"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::openai::PromptTokensDetails;
+
+    #[test]
+    fn usd_value_matches_format_usd() {
+        for m in [
+            0,
+            1,
+            190,
+            999_999,
+            1_000_000,
+            1_234_567,
+            120_000_000,
+            u64::MAX,
+        ] {
+            assert_eq!(usd_value(m), format_usd(m).as_str(), "{m}");
+        }
+    }
 
     #[test]
     fn cost_by_hand() {

@@ -13,9 +13,9 @@ use http_body_util::BodyExt;
 use rampart_core::charge::prompt_charge;
 use rampart_core::error::ErrorSource;
 use rampart_core::headers::{
-    X_RAMPART_COST_USD, X_RAMPART_DEGRADED, X_RAMPART_MODEL, X_RAMPART_ROUTE,
+    X_RAMPART_COST_USD, X_RAMPART_DEGRADED, X_RAMPART_MODEL, X_RAMPART_ROUTE, insert_str,
 };
-use rampart_core::pricing::format_usd;
+use rampart_core::pricing::{format_usd, usd_value};
 use rampart_core::tap::tap_response;
 use rampart_core::{
     Body, BoxError, CancelCharge, CancelledCalls, CompletionReport, Error, ErrorKind, MicroUsd,
@@ -320,7 +320,10 @@ where
         req.extensions_mut()
             .insert(Arc::new(chat.with_model(&primary.model)));
     }
-    let route_header = HeaderValue::from_str(&decision.route).ok();
+    let route_header = match &*decision.route {
+        "explicit" => Some(HeaderValue::from_static("explicit")),
+        route => HeaderValue::from_str(route).ok(),
+    };
     req.extensions_mut().insert(primary.clone());
     req.extensions_mut().insert(decision);
 
@@ -401,9 +404,8 @@ where
     if degraded {
         parts.headers.append(X_RAMPART_DEGRADED, DEGRADED);
     }
-    if let Ok(v) = HeaderValue::from_str(&facts.target.model) {
-        parts.headers.insert(X_RAMPART_MODEL, v);
-    }
+    // Usually already set to this value below (upstream, fallback): kept without allocating.
+    insert_str(&mut parts.headers, X_RAMPART_MODEL, &facts.target.model);
     let price = cfg.catalog.get(&facts.target.model).map(|m| m.price);
     let charge = Charge {
         success,
@@ -434,9 +436,7 @@ where
     }
     drop(reservation);
     if !success {
-        if let Ok(v) = HeaderValue::from_str(&format_usd(extra)) {
-            parts.headers.insert(X_RAMPART_COST_USD, v);
-        }
+        parts.headers.insert(X_RAMPART_COST_USD, usd_value(extra));
         return Ok(Response::from_parts(parts, body));
     }
     if facts.stream {
@@ -447,9 +447,7 @@ where
         Buffered::Full(bytes) => {
             if let Some(report) = facts.completion.report() {
                 let cost = charge.of(&report, false).saturating_add(extra);
-                if let Ok(v) = HeaderValue::from_str(&format_usd(cost)) {
-                    parts.headers.insert(X_RAMPART_COST_USD, v);
-                }
+                parts.headers.insert(X_RAMPART_COST_USD, usd_value(cost));
             }
             parts.headers.remove(http::header::CONTENT_LENGTH);
             Ok(Response::from_parts(parts, Body::from_bytes(bytes)))

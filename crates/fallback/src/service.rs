@@ -12,7 +12,9 @@ use http::{Extensions, HeaderValue, Request, Response, StatusCode, header};
 use rampart_core::classify::{Verdict, classify_error, classify_status, retry_after};
 use rampart_core::commit::{CommitConfig, commit_stream};
 use rampart_core::error::{find_error, retry_after_secs};
-use rampart_core::headers::{RETRY_AFTER_MS, X_RAMPART_ATTEMPTS, X_RAMPART_MODEL};
+use rampart_core::headers::{
+    RETRY_AFTER_MS, X_RAMPART_ATTEMPTS, X_RAMPART_MODEL, count_value, insert_str,
+};
 use rampart_core::{
     Body, BoxError, Candidate, ChatRequest, EdgeConfig, Error, ErrorKind, ResponseFacts,
     RouteDecision, Target, ensure_chat_request,
@@ -236,10 +238,9 @@ fn header_value(s: &str) -> Option<HeaderValue> {
 /// Adds `x-rampart-attempts` and `x-rampart-model` to a response.
 fn decorate(mut resp: Response<Body>, attempts: u32, alias: &str) -> Response<Body> {
     let h = resp.headers_mut();
-    h.insert(X_RAMPART_ATTEMPTS, HeaderValue::from(attempts));
-    if let Some(v) = header_value(alias) {
-        h.insert(X_RAMPART_MODEL, v);
-    }
+    h.insert(X_RAMPART_ATTEMPTS, count_value(u64::from(attempts)));
+    // Usually the upstream already set this very value: kept without a new allocation.
+    insert_str(h, X_RAMPART_MODEL, alias);
     resp
 }
 
@@ -252,7 +253,7 @@ fn attach(e: BoxError, attempts: u32, alias: Option<&str>) -> BoxError {
 }
 
 fn with_headers(err: Error, attempts: u32, alias: Option<&str>) -> Error {
-    let err = err.with_header(X_RAMPART_ATTEMPTS, HeaderValue::from(attempts));
+    let err = err.with_header(X_RAMPART_ATTEMPTS, count_value(u64::from(attempts)));
     match alias.and_then(header_value) {
         Some(v) => err.with_header(X_RAMPART_MODEL, v),
         None => err,

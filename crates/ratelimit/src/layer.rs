@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     pub(crate) edge: EdgeConfig,
     /// Whether the last store call failed (for one log line per transition).
     pub(crate) store_failing: AtomicBool,
+    /// Whether admitted responses get the `x-ratelimit-*` headers.
+    pub(crate) response_headers: bool,
 }
 
 impl Shared {
@@ -145,6 +147,8 @@ pub struct RateLimitLayerBuilder {
     store: Option<Arc<dyn RateLimitStore>>,
     clock: Option<Arc<dyn Clock>>,
     edge: Option<EdgeConfig>,
+    /// Set by `response_headers(false)` (a derived default must mean "headers on").
+    omit_headers: bool,
 }
 
 impl std::fmt::Debug for RateLimitLayerBuilder {
@@ -242,6 +246,14 @@ impl RateLimitLayerBuilder {
         self.clock = Some(Arc::new(clock));
         self
     }
+    /// Whether admitted responses get the `x-ratelimit-*` headers (default `true`). Two
+    /// limiters in one stack each write them, and the outer one's values win: a gateway that
+    /// stacks a per-target limiter under a per-tenant one can turn them off on the inner one.
+    pub fn response_headers(mut self, on: bool) -> Self {
+        self.omit_headers = !on;
+        self
+    }
+
     /// How often the default in-memory store sweeps idle keys. Default 10 s.
     pub fn sweep_interval(mut self, every: Duration) -> Self {
         self.config.sweep_interval = every;
@@ -311,6 +323,7 @@ impl RateLimitLayerBuilder {
             concurrency_retry_after: c.concurrency_retry_after,
             edge: self.edge.unwrap_or_else(|| c.edge.into()),
             store_failing: AtomicBool::new(false),
+            response_headers: !self.omit_headers,
         }
     }
 }

@@ -177,6 +177,8 @@ struct Guard {
     reservation: Option<TokenReservation>,
     /// The admission, to give the request unit back when the request never reached an upstream.
     ticket: Option<Arc<Ticket>>,
+    /// Whether to set the `x-ratelimit-*` headers ([`RateLimitLayerBuilder::response_headers`]).
+    headers: bool,
 }
 
 impl Guard {
@@ -196,6 +198,7 @@ impl Guard {
                     holds_slot: false,
                     reservation: None,
                     ticket: None,
+                    headers: shared.response_headers,
                 },
             );
         };
@@ -220,6 +223,7 @@ impl Guard {
                 holds_slot: plan.quota.concurrency.is_some(),
                 reservation,
                 ticket: Some(ticket),
+                headers: shared.response_headers,
             },
         )
     }
@@ -232,6 +236,7 @@ impl Guard {
             holds_slot,
             reservation,
             ticket,
+            headers,
         } = self;
         let mut resp = match result {
             Ok(resp) => resp,
@@ -263,7 +268,9 @@ impl Guard {
         drop(ticket);
         let degraded = match &admitted {
             Admitted::Yes(a) => {
-                insert_ratelimit_headers(resp.headers_mut(), &a.snapshot);
+                if headers {
+                    insert_ratelimit_headers(resp.headers_mut(), &a.snapshot);
+                }
                 a.degraded
             }
             Admitted::Degraded => true,

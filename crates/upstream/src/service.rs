@@ -69,11 +69,16 @@ enum Protocol {
 
 struct Provider {
     name: Arc<str>,
+    /// `name` as the `x-rampart-provider` value, built once.
+    name_value: HeaderValue,
     timeouts: Timeouts,
     transport: Transport,
     protocol: Protocol,
 }
 
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+const USER_AGENT: HeaderValue =
+    HeaderValue::from_static(concat!("rampart/", env!("CARGO_PKG_VERSION")));
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
 
@@ -93,6 +98,8 @@ fn anthropic_version(provider: &str, config: &AnthropicConfig) -> Result<HeaderV
 struct ModelEntry {
     target: Target,
     upstream_name: Arc<str>,
+    /// The alias as the `x-rampart-model` value, built once.
+    alias_value: HeaderValue,
 }
 
 struct Inner {
@@ -268,6 +275,20 @@ impl UpstreamBuilder {
                         provider: cfg.name.clone(),
                         reason: e.to_string(),
                     })?;
+            // Over plain HTTP (always HTTP/1.1 here) the `Host` header is built once instead of
+            // by the client on every request. Over TLS the client may speak HTTP/2, which
+            // carries the authority itself: left to the client.
+            if endpoint.scheme() == Some(&http::uri::Scheme::HTTP)
+                && let Some(v) = endpoint
+                    .authority()
+                    .map(|a| match a.port_u16() {
+                        Some(80) => a.host(),
+                        _ => a.as_str(),
+                    })
+                    .and_then(|h| HeaderValue::from_str(h).ok())
+            {
+                headers.push((header::HOST, v));
+            }
             let mut http = HttpConnector::new();
             http.set_connect_timeout(Some(cfg.timeouts.connect));
             http.set_nodelay(true);
@@ -290,6 +311,7 @@ impl UpstreamBuilder {
             providers.insert(
                 name.clone(),
                 Provider {
+                    name_value: header_value(&name),
                     name,
                     timeouts: cfg.timeouts,
                     transport: Transport::Http(Box::new(HttpTransport {
@@ -323,6 +345,7 @@ impl UpstreamBuilder {
             providers.insert(
                 name.clone(),
                 Provider {
+                    name_value: header_value(&name),
                     name,
                     timeouts,
                     transport: Transport::Service(svc),
@@ -347,6 +370,7 @@ impl UpstreamBuilder {
             models.insert(
                 alias.clone(),
                 ModelEntry {
+                    alias_value: header_value(&alias),
                     target: Target::new(p.name.clone(), alias.clone()),
                     upstream_name,
                 },
@@ -512,8 +536,13 @@ impl Inner {
         if let Some(v) = retry_after_ms {
             headers.insert(RETRY_AFTER_MS, v);
         }
-        headers.insert(X_RAMPART_PROVIDER, header_value(&target.provider));
-        headers.insert(X_RAMPART_MODEL, header_value(&target.model));
+        headers.insert(X_RAMPART_PROVIDER, provider.name_value.clone());
+        let model_value = self
+            .models
+            .get(&target.model)
+            .filter(|m| m.target.provider == target.provider)
+            .map_or_else(|| header_value(&target.model), |m| m.alias_value.clone());
+        headers.insert(X_RAMPART_MODEL, model_value);
 
         let body = if status.is_success() {
             let body = Body::new(DeadlineBody::new(body, t.idle, deadline));
@@ -595,13 +624,11 @@ impl Inner {
                     headers,
                     ..
                 } = &**h;
+                // Static values: a `&str` value would be copied into a new buffer per header.
                 let mut builder = Request::post(endpoint.clone())
-                    .header(header::CONTENT_TYPE, "application/json")
-                    .header(header::ACCEPT, accept)
-                    .header(
-                        header::USER_AGENT,
-                        concat!("rampart/", env!("CARGO_PKG_VERSION")),
-                    );
+                    .header(header::CONTENT_TYPE, APPLICATION_JSON)
+                    .header(header::ACCEPT, HeaderValue::from_static(accept))
+                    .header(header::USER_AGENT, USER_AGENT);
                 for (name, value) in headers {
                     builder = builder.header(name, value.clone());
                 }

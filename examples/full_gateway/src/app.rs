@@ -156,20 +156,34 @@ pub fn build_with_secrets(
                 .map_err(|e| format!("state: {e}"))
         })
         .transpose()?;
-    let limiter = |c: Option<rampart_ratelimit::RateLimitConfig>, at: &str, scope: &str| {
-        let Some(c) = c else { return Ok(None) };
-        let builder = RateLimitLayer::builder().config(c);
-        let builder = match &redis {
-            Some((state, s)) => builder.store(Arc::new(
-                RedisRateLimitStore::scoped(state.clone(), s.rate_limits.clone(), scope)
-                    .map_err(|e| format!("state.rate_limits: {e}"))?,
-            )),
-            None => builder,
+    // When the tenant limiter sets both header groups on every admitted answer, the target
+    // limiter's headers (written first, then replaced) are skipped.
+    let tenant_limits = config.tenant_limits();
+    let tenant_sets_headers = tenant_limits.as_ref().is_some_and(|c| {
+        c.limits.requests_per_minute.is_some() && c.limits.tokens_per_minute.is_some()
+    });
+    let limiter =
+        |c: Option<rampart_ratelimit::RateLimitConfig>, at: &str, scope: &str, headers: bool| {
+            let Some(c) = c else { return Ok(None) };
+            let builder = RateLimitLayer::builder()
+                .config(c)
+                .response_headers(headers);
+            let builder = match &redis {
+                Some((state, s)) => builder.store(Arc::new(
+                    RedisRateLimitStore::scoped(state.clone(), s.rate_limits.clone(), scope)
+                        .map_err(|e| format!("state.rate_limits: {e}"))?,
+                )),
+                None => builder,
+            };
+            builder.build().map(Some).map_err(|e| format!("{at}: {e}"))
         };
-        builder.build().map(Some).map_err(|e| format!("{at}: {e}"))
-    };
-    let tenant_limit = limiter(config.tenant_limits(), "rate_limits.tenant", "tenant")?;
-    let target_limit = limiter(config.target_limits(), "rate_limits.target", "target")?;
+    let tenant_limit = limiter(tenant_limits, "rate_limits.tenant", "tenant", true)?;
+    let target_limit = limiter(
+        config.target_limits(),
+        "rate_limits.target",
+        "target",
+        !tenant_sets_headers,
+    )?;
     // Candidates for a model: its catalog entry (provider, context window).
     let catalog: Arc<BTreeMap<String, Candidate>> = Arc::new(
         config
