@@ -68,6 +68,8 @@ pub(crate) struct Shared {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) flights: Arc<Flights>,
     pub(crate) edge: EdgeConfig,
+    /// `rampart_cache_requests_total{status}`.
+    pub(crate) requests: rampart_core::metric::LabelledCounter<3>,
 }
 
 impl Shared {
@@ -132,6 +134,7 @@ impl CacheLayer {
             .fold(config.ttl.max(config.max_ttl), Duration::max);
         let store = store.unwrap_or_else(|| Arc::new(MemoryStore::new(config.max_bytes, longest)));
         let shared = Shared {
+            requests: crate::service::requests_counter(),
             enabled: config.enabled,
             ttl: config.ttl,
             max_ttl: config.max_ttl,

@@ -60,6 +60,15 @@ enum Status {
     Bypass,
 }
 
+/// `rampart_cache_requests_total`, by status.
+pub(crate) fn requests_counter() -> rampart_core::metric::LabelledCounter<3> {
+    rampart_core::metric::LabelledCounter::new(
+        "rampart_cache_requests_total",
+        "status",
+        ["hit", "miss", "bypass"],
+    )
+}
+
 impl Status {
     fn as_str(self) -> &'static str {
         match self {
@@ -68,8 +77,8 @@ impl Status {
             Status::Bypass => "bypass",
         }
     }
-    fn count(self) {
-        metrics::counter!("rampart_cache_requests_total", "status" => self.as_str()).increment(1);
+    fn count(self, shared: &Shared) {
+        shared.requests.increment(self.as_str());
     }
     fn header(self) -> HeaderValue {
         HeaderValue::from_static(self.as_str())
@@ -191,7 +200,7 @@ impl Shared {
         if let Some(hooks) = req.extensions().get::<SettleHooks>() {
             hooks.settle_all(0);
         }
-        Status::Hit.count();
+        Status::Hit.count(self);
         let (body, content_type) = if chat.is_stream() {
             (
                 entry.sse(chat.wants_stream_usage()),
@@ -267,7 +276,7 @@ where
     };
     let plan = match shared.decide(&req, &chat) {
         Decision::Bypass => {
-            Status::Bypass.count();
+            Status::Bypass.count(&shared);
             let mut resp = inner.call(req).await.map_err(Into::into)?;
             resp.headers_mut()
                 .insert(X_RAMPART_CACHE, Status::Bypass.header());
@@ -298,7 +307,7 @@ where
                 metrics::counter!("rampart_cache_store_errors_total").increment(1);
                 if shared.store.error_policy() == StoreFailure::FailClosed {
                     tracing::debug!(error = %e, "cache store unavailable; bypassing (fail_closed)");
-                    Status::Bypass.count();
+                    Status::Bypass.count(&shared);
                     let mut resp = inner.call(req).await.map_err(Into::into)?;
                     resp.headers_mut()
                         .insert(X_RAMPART_CACHE, Status::Bypass.header());
@@ -323,7 +332,7 @@ where
                     // namespace it may be another tenant's refusal (its budget, its limit) —
                     // then go upstream alone.
                     Some(Outcome::Error(reply)) if shared.namespace.is_none() => {
-                        Status::Miss.count();
+                        Status::Miss.count(&shared);
                         let mut resp = reply.response();
                         resp.headers_mut()
                             .insert(X_RAMPART_CACHE, Status::Miss.header());
@@ -336,7 +345,7 @@ where
         }
     }
 
-    Status::Miss.count();
+    Status::Miss.count(&shared);
     let call = inner.call(req);
     let resp = flight::fill(
         call,

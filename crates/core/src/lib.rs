@@ -9,6 +9,7 @@ pub mod edge;
 pub mod error;
 pub mod facts;
 pub mod headers;
+pub mod metric;
 pub mod openai;
 pub mod pricing;
 pub mod route;

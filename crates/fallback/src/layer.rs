@@ -21,6 +21,8 @@ pub(crate) struct Shared {
     pub(crate) resolver: Arc<dyn Resolver>,
     pub(crate) jitter: Arc<dyn Jitter>,
     pub(crate) budget: Arc<RetryBudget>,
+    /// `rampart_fallback_attempts_total{outcome}`.
+    pub(crate) attempts: rampart_core::metric::LabelledCounter<6>,
 }
 
 /// Wraps services in a [`Fallback`]: candidate chains, retries with full-jitter backoff,
@@ -87,6 +89,7 @@ impl FallbackLayer {
             shared: Arc::new(Shared {
                 commit: config.stream.into(),
                 budget: Arc::new(RetryBudget::new(config.budget)),
+                attempts: crate::service::attempts_counter(),
                 config,
                 resolver,
                 jitter,

@@ -15,6 +15,7 @@ use rampart_core::error::{find_error, retry_after_secs};
 use rampart_core::headers::{
     RETRY_AFTER_MS, X_RAMPART_ATTEMPTS, X_RAMPART_MODEL, count_value, insert_str,
 };
+use rampart_core::metric::LabelledCounter;
 use rampart_core::{
     Body, BoxError, Candidate, ChatRequest, EdgeConfig, Error, ErrorKind, ResponseFacts,
     RouteDecision, Target, ensure_chat_request,
@@ -220,8 +221,20 @@ fn build_request(parts: &Parts, chat: &Arc<ChatRequest>, step: &mut Step) -> Req
     Request::from_parts(parts, Body::from_bytes(chat.raw().clone()))
 }
 
-fn record(outcome: &'static str) {
-    metrics::counter!(ATTEMPTS_COUNTER, "outcome" => outcome).increment(1);
+/// `rampart_fallback_attempts_total`, by outcome.
+pub(crate) fn attempts_counter() -> LabelledCounter<6> {
+    LabelledCounter::new(
+        ATTEMPTS_COUNTER,
+        "outcome",
+        [
+            "success",
+            "failure",
+            "rate_limited",
+            "client_error",
+            "context_length",
+            "skipped",
+        ],
+    )
 }
 
 /// Marks a response the fallback will not return, so observers see `Abandoned`.
@@ -701,7 +714,7 @@ where
                 if was_paid {
                     shared.budget.refund();
                 }
-                record("skipped");
+                shared.attempts.increment("skipped");
                 tracing::debug!(target: "rampart::fallback", candidate = %alias, error = %e, "candidate refused; skipped");
                 tally.refused(e);
                 i += 1;
@@ -709,13 +722,13 @@ where
             }
             Outcome::Served(resp) => {
                 tally.attempts += 1;
-                record("success");
+                shared.attempts.increment("success");
                 tally.discard();
                 return Ok(decorate(resp, tally.attempts, &alias));
             }
             Outcome::Final(answer) => {
                 tally.attempts += 1;
-                record("client_error");
+                shared.attempts.increment("client_error");
                 tally.discard();
                 return match answer {
                     Ok(resp) => Ok(decorate(resp, tally.attempts, &alias)),
@@ -724,7 +737,7 @@ where
             }
             Outcome::ContextLength(resp) => {
                 tally.attempts += 1;
-                record("context_length");
+                shared.attempts.increment("context_length");
                 let Some(j) = larger else {
                     tally.discard();
                     return Ok(decorate(resp, tally.attempts, &alias));
@@ -741,7 +754,7 @@ where
                 cause,
             } => {
                 tally.attempts += 1;
-                record("failure");
+                shared.attempts.increment("failure");
                 tracing::debug!(target: "rampart::fallback", candidate = %alias, %status, %cause, "attempt failed");
                 tally.note_retry_after(retry_after);
                 tally.set_last(Last::Failed {
@@ -774,7 +787,7 @@ where
                 answer,
             } => {
                 tally.attempts += 1;
-                record("rate_limited");
+                shared.attempts.increment("rate_limited");
                 tracing::debug!(target: "rampart::fallback", candidate = %alias, ?retry_after, "rate limited upstream");
                 tally.note_retry_after(retry_after);
                 tally.set_last(Last::RateLimited { answer, alias });
