@@ -67,9 +67,9 @@ measure() {
     sleep 0.2
   done
   RAMPART_BODY="$body" wrk -t1 -c16 -d2s -s benches/post.lua "$url" >/dev/null
-  callgrind_control -z "$vp" >/dev/null
+  callgrind_control -z "$vp" >/dev/null 2>&1
   RAMPART_BODY="$body" wrk -t1 -c16 -d"${secs}s" -s benches/post.lua "$url" >"$work/$slug.wrk"
-  callgrind_control -d "$vp" >/dev/null
+  callgrind_control -d "$vp" >/dev/null 2>&1
   sleep 0.5
   local n ir dump
   n=$(grep -oE 'requests=[0-9]+' "$work/$slug.wrk" | cut -d= -f2)
