@@ -90,14 +90,17 @@ class Procs:
             self.stop(p)
 
 
-def wait_http(url, post=None, timeout=60, proc=None, name=""):
+def wait_http(url, post=None, timeout=60, proc=None, name="", key=None):
     deadline = time.time() + timeout
     data = post.encode() if post else None
     while time.time() < deadline:
         if proc is not None and proc.poll() is not None:
             raise SystemExit("%s exited (code %s); see its log" % (name, proc.returncode))
         try:
-            req = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
+            headers = {"content-type": "application/json"}
+            if key:
+                headers["authorization"] = "Bearer " + key
+            req = urllib.request.Request(url, data=data, headers=headers)
             with urllib.request.urlopen(req, timeout=2) as r:
                 if r.status < 500:
                     return
@@ -253,6 +256,10 @@ def start_redis(procs, work):
     raise SystemExit("redis-server did not start")
 
 
+# LiteLLM's proxy refuses to start without a master key (recent releases); a throwaway one.
+LITELLM_KEY = "sk-rampart-bench-" + os.urandom(24).hex()
+
+
 def start_litellm(procs, work, mock_port):
     exe = shutil.which("litellm") or os.path.join(ROOT, "benches", ".venv-litellm", "bin", "litellm")
     if not os.path.exists(exe):
@@ -261,13 +268,14 @@ def start_litellm(procs, work, mock_port):
     cfg = os.path.join(work, "litellm.yaml")
     with open(cfg, "w") as fh:
         fh.write("model_list:\n  - model_name: m0\n    litellm_params:\n      model: openai/m0\n"
-                 "      api_base: http://127.0.0.1:%d/v1\n      api_key: sk-bench\n" % mock_port)
+                 "      api_base: http://127.0.0.1:%d/v1\n      api_key: sk-bench\n"
+                 "general_settings:\n  master_key: %s\n" % (mock_port, LITELLM_KEY))
     port = free_port()
     p = procs.start("litellm", SUT_CPU, [exe, "--config", cfg, "--host", "127.0.0.1", "--port",
                                          str(port), "--num_workers", "1"],
                     env={"LITELLM_LOG": "ERROR"})
     wait_http("http://127.0.0.1:%d/v1/chat/completions" % port, post=body("m0", max_tokens=1),
-              timeout=180, proc=p, name="litellm")
+              timeout=180, proc=p, name="litellm", key=LITELLM_KEY)
     return p, "http://127.0.0.1:%d" % port
 
 
@@ -306,7 +314,7 @@ def load(args, procs, work):
     for name, t in targets.items():
         url, _ = t[0]
         log("warm-up: %s" % name)
-        wrk(url, 8, 2, body("m0"))
+        wrk(url, 8, 2, body("m0"), key=LITELLM_KEY if name == "litellm" else None)
     results = {}
     for r in range(args.rounds):
         for kind, conns, lat in scenarios:
@@ -319,7 +327,7 @@ def load(args, procs, work):
                 model = "m%d" % lat
                 b = body(model, stream=True, max_tokens=20) if kind == "stream" else body(model)
                 before = cpu_ns(pid)
-                res = wrk(url, conns, args.secs, b)
+                res = wrk(url, conns, args.secs, b, key=LITELLM_KEY if name == "litellm" else None)
                 res["cpu_us"] = (cpu_ns(pid) - before) / 1000.0 / max(res["requests"], 1)
                 results.setdefault((kind, conns, lat, name), []).append(res)
                 log("round %d %s c=%d %dms %-18s %8.0f req/s p50 %6d µs p99 %6d µs cpu %6.1f µs/req err %d" % (
