@@ -32,27 +32,8 @@ body='{"model":"m0","max_tokens":16,"messages":[{"role":"system","content":"You 
 mock_port=$(free_port)
 "$rel/bench_mock" --listen "127.0.0.1:$mock_port" --threads 1 >/dev/null 2>&1 &
 pids+=($!)
-cat > "$work/gateway.toml" <<TOML
-[rate_limits.tenant]
-limits = { requests_per_minute = 100000000, tokens_per_minute = 100000000000, concurrency = 100000 }
-
-[cache]
-ttl = "10m"
-
-[[providers]]
-name = "sim-m0"
-kind = "openai"
-base_url = "http://127.0.0.1:$mock_port/v1"
-
-[[models]]
-name = "m0"
-provider = "sim-m0"
-upstream_name = "gpt-4.1"
-price = { input = 2.00, cached_input = 0.50, output = 8.00 }
-context_window = 128000
-tier = "complex"
-limits = { requests_per_minute = 100000000, tokens_per_minute = 100000000000 }
-TOML
+# The load benchmark's gateway config (benches/load.py), with this run's simulated provider.
+gateway_toml=$(python3 -c 'import sys; sys.path.insert(0, "benches"); import load; print(load.gateway_config(sys.argv[1], "gateway", [("m0", int(sys.argv[2]))]))' "$work" "$mock_port")
 
 measure() {
   local name=$1 slug=$2; shift 2
@@ -83,4 +64,4 @@ measure() {
 echo "| target | requests measured | instructions per request |"
 echo "|---|---|---|"
 measure "bare proxy" bare "$rel/bare_proxy" --upstream "127.0.0.1:$mock_port"
-measure "gateway (memory)" gateway "$rel/full_gateway" --config "$work/gateway.toml"
+measure "gateway (memory)" gateway "$rel/full_gateway" --config "$gateway_toml"
