@@ -45,23 +45,18 @@ pub fn format_usd(micros: MicroUsd) -> String {
 /// [`format_usd`] as a header value (`x-rampart-cost-usd`), written without the formatter or
 /// an intermediate string: it is set on every answer.
 pub fn usd_value(micros: MicroUsd) -> http::HeaderValue {
-    // u64::MAX has 20 digits: 14 whole + '.' + 6 fractional fit in 21 bytes.
-    let mut buf = [b'0'; 24];
-    let mut at = buf.len();
-    let mut n = micros;
-    for i in 0.. {
-        if i == 6 {
-            at -= 1;
-            buf[at] = b'.';
-        }
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 && i >= 6 {
-            break;
-        }
-    }
-    http::HeaderValue::from_bytes(&buf[at..]).unwrap_or(http::HeaderValue::from_static("0.000000"))
+    // u64::MAX: 14 whole digits, '.', 6 fractional.
+    let mut out = [0u8; 24];
+    let mut ints = itoa::Buffer::new();
+    let whole = ints.format(micros / 1_000_000).as_bytes();
+    let dot = whole.len();
+    out[..dot].copy_from_slice(whole);
+    out[dot] = b'.';
+    // "1dddddd": the leading 1 pads the six decimals with zeros.
+    let frac = ints.format(micros % 1_000_000 + 1_000_000).as_bytes();
+    let end = dot + 7;
+    out[dot + 1..end].copy_from_slice(&frac[1..]);
+    http::HeaderValue::from_bytes(&out[..end]).unwrap_or(http::HeaderValue::from_static("0.000000"))
 }
 
 #[cfg(test)]

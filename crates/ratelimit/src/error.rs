@@ -82,7 +82,7 @@ fn write_reset(d: Duration, out: &mut impl std::fmt::Write) -> std::fmt::Result 
     let h = ms / 3_600_000;
     let m = (ms / 60_000) % 60;
     let s = (ms / 1000) % 60;
-    let mut frac = ms % 1000;
+    let frac = ms % 1000;
     if h > 0 {
         write_int(out, h)?;
         out.write_str("h")?;
@@ -93,33 +93,20 @@ fn write_reset(d: Duration, out: &mut impl std::fmt::Write) -> std::fmt::Result 
     }
     write_int(out, s)?;
     if frac > 0 {
-        // Up to three decimals, trailing zeros dropped: 500 -> ".5", 50 -> ".05".
-        let mut digits = [b'0'; 3];
-        for d in digits.iter_mut().rev() {
-            *d = b'0' + (frac % 10) as u8;
-            frac /= 10;
-        }
-        let len = 3 - digits.iter().rev().take_while(|&&d| d == b'0').count();
+        // Up to three decimals, trailing zeros dropped: 500 -> ".5", 50 -> ".05". The leading
+        // 1 of "1ddd" pads them with zeros.
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(frac + 1000);
         out.write_str(".")?;
-        out.write_str(std::str::from_utf8(&digits[..len]).map_err(|_| std::fmt::Error)?)?;
+        out.write_str(digits[1..].trim_end_matches('0'))?;
     }
     out.write_str("s")
 }
 
-/// Writes `n` in decimal without the formatting machinery (this runs for every response of a
-/// limited request: `write!` cost ~300 instructions a number).
-fn write_int(out: &mut impl std::fmt::Write, mut n: u128) -> std::fmt::Result {
-    let mut buf = [0u8; 39];
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.write_str(std::str::from_utf8(&buf[at..]).map_err(|_| std::fmt::Error)?)
+/// Writes `n` in decimal with `itoa` (this runs for every response of a limited request:
+/// `write!` cost ~300 instructions a number).
+fn write_int(out: &mut impl std::fmt::Write, n: u128) -> std::fmt::Result {
+    out.write_str(itoa::Buffer::new().format(n))
 }
 
 /// A small stack buffer for header values.

@@ -38,6 +38,15 @@ pub fn request_model<'a>(req: &'a Request<Body>, chat: &'a ChatRequest) -> &'a s
     }
 }
 
+/// `"{a}/{b}"`, built in one allocation (no formatter: this runs for every request).
+fn slash_key(a: &str, b: &str) -> Arc<str> {
+    let mut s = String::with_capacity(a.len() + 1 + b.len());
+    s.push_str(a);
+    s.push('/');
+    s.push_str(b);
+    s.into()
+}
+
 fn tenant_id(req: &Request<Body>) -> &str {
     req.extensions()
         .get::<Tenant>()
@@ -64,13 +73,7 @@ pub struct TenantModelKey;
 
 impl KeyExtractor for TenantModelKey {
     fn key(&self, req: &Request<Body>, chat: &ChatRequest) -> Option<Arc<str>> {
-        let tenant = tenant_id(req);
-        let model = request_model(req, chat);
-        let mut s = String::with_capacity(tenant.len() + 1 + model.len());
-        s.push_str(tenant);
-        s.push('/');
-        s.push_str(model);
-        Some(s.into())
+        Some(slash_key(tenant_id(req), request_model(req, chat)))
     }
 }
 
@@ -81,14 +84,8 @@ pub struct TargetKey;
 impl KeyExtractor for TargetKey {
     fn key(&self, req: &Request<Body>, chat: &ChatRequest) -> Option<Arc<str>> {
         Some(match req.extensions().get::<Target>() {
-            Some(t) => {
-                // `provider/model`, as `Target`'s Display writes it, without the formatter.
-                let mut k = String::with_capacity(t.provider.len() + 1 + t.model.len());
-                k.push_str(&t.provider);
-                k.push('/');
-                k.push_str(&t.model);
-                k.into()
-            }
+            // `provider/model`, as `Target`'s Display writes it, without the formatter.
+            Some(t) => slash_key(&t.provider, &t.model),
             None => chat.model().into(),
         })
     }

@@ -56,7 +56,7 @@ struct HttpTransport {
     base_url: String,
     host: String,
     /// Authentication and protocol headers (`authorization`, or `x-api-key` and
-    /// `anthropic-version`).
+    /// `anthropic-version`), and `host` for plain-HTTP endpoints.
     headers: Vec<(HeaderName, HeaderValue)>,
     key: Option<Secret>,
 }
@@ -448,11 +448,12 @@ impl Service<Request<Body>> for Upstream {
 }
 
 impl Inner {
+    /// The target, the model name the provider knows, and the `x-rampart-model` value.
     fn resolve(
         &self,
         chat: &ChatRequest,
         explicit: Option<&Target>,
-    ) -> Result<(Target, Arc<str>), Error> {
+    ) -> Result<(Target, Arc<str>, HeaderValue), Error> {
         if let Some(t) = explicit {
             if !self.providers.contains_key(&t.provider) {
                 return Err(Error::new(
@@ -460,15 +461,22 @@ impl Inner {
                     format!("No provider named '{}' is configured.", t.provider),
                 ));
             }
-            let upstream = self
+            let (upstream, value) = self
                 .models
                 .get(&t.model)
                 .filter(|m| m.target.provider == t.provider)
-                .map_or_else(|| t.model.clone(), |m| m.upstream_name.clone());
-            return Ok((t.clone(), upstream));
+                .map_or_else(
+                    || (t.model.clone(), header_value(&t.model)),
+                    |m| (m.upstream_name.clone(), m.alias_value.clone()),
+                );
+            return Ok((t.clone(), upstream, value));
         }
         match self.models.get(chat.model()) {
-            Some(m) => Ok((m.target.clone(), m.upstream_name.clone())),
+            Some(m) => Ok((
+                m.target.clone(),
+                m.upstream_name.clone(),
+                m.alias_value.clone(),
+            )),
             None => Err(Error::model_not_found(
                 chat.model(),
                 self.order.iter().map(|s| &**s),
@@ -478,7 +486,8 @@ impl Inner {
 
     async fn call(&self, req: Request<Body>) -> Result<Response<Body>, Error> {
         let (req, chat) = ensure_chat_request(req, self.edge).await?;
-        let (target, upstream_model) = self.resolve(&chat, req.extensions().get::<Target>())?;
+        let (target, upstream_model, model_value) =
+            self.resolve(&chat, req.extensions().get::<Target>())?;
         let provider = self
             .providers
             .get(&target.provider)
@@ -537,11 +546,6 @@ impl Inner {
             headers.insert(RETRY_AFTER_MS, v);
         }
         headers.insert(X_RAMPART_PROVIDER, provider.name_value.clone());
-        let model_value = self
-            .models
-            .get(&target.model)
-            .filter(|m| m.target.provider == target.provider)
-            .map_or_else(|| header_value(&target.model), |m| m.alias_value.clone());
         headers.insert(X_RAMPART_MODEL, model_value);
 
         let body = if status.is_success() {
