@@ -68,6 +68,20 @@ impl RedisServer {
         self.spawn().await
     }
 
+    /// The keys matching `pattern` (`KEYS`: for tests only).
+    pub async fn keys(&self, pattern: &str) -> Result<Vec<String>, String> {
+        let client = redis::Client::open(self.url()).map_err(|e| e.to_string())?;
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| e.to_string())?;
+        redis::cmd("KEYS")
+            .arg(pattern)
+            .query_async::<Vec<String>>(&mut conn)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// Runs `FLUSHALL`.
     pub async fn flush(&self) -> Result<(), String> {
         let client = redis::Client::open(self.url()).map_err(|e| e.to_string())?;

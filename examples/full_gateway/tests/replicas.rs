@@ -247,15 +247,15 @@ async fn limits_budgets_and_cache_hold_across_two_replicas() {
     assert_eq!(first.status, StatusCode::OK);
     assert_eq!(first.header("x-rampart-cache"), Some("miss"));
     let calls = s.mock.calls("m1");
-    // The cache write is asynchronous on some paths: give it a moment.
-    let mut second = chat(&c, s.b.addr, "sk-cacher", cached).await;
-    for _ in 0..20 {
-        if second.header("x-rampart-cache") == Some("hit") {
+    // The write to Redis ends after the answer: wait until the entry is there, then B must hit
+    // at once. (Asking B earlier could make B miss and store its own answer.)
+    for _ in 0..100 {
+        if !s.redis.keys("*:cache:*:e:*").await.unwrap().is_empty() {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        second = chat(&c, s.b.addr, "sk-cacher", cached).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let second = chat(&c, s.b.addr, "sk-cacher", cached).await;
     assert_eq!(second.status, StatusCode::OK);
     assert_eq!(second.header("x-rampart-cache"), Some("hit"));
     assert_eq!(second.body, first.body, "the same answer, byte for byte");
